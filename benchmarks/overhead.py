@@ -1,0 +1,199 @@
+"""Overhead of Trial over a hand-written PyTorch loop, measured in one process.
+
+The same model, data and seed are trained by (a) a raw loop that computes the same metrics in the
+cheapest honest way (loss and accuracy accumulated on the device, one ``.item()`` per pass) and
+(b) ``Trial`` with ``metrics=['acc', 'loss']``. Epochs alternate A B A B ... so machine drift hits
+both alike; the table reports the median seconds per epoch, the median, min and max of the
+per-pair ratios Trial/raw, and each side's peak memory (measured in a child process each).
+
+Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 7] [--progress] [--device cuda]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchbearer import Trial
+
+
+def mlp_workload():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(25_000, 32, generator=generator)
+    y = torch.randint(0, 10, (25_000,), generator=generator)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    return model, (x[:20_000], y[:20_000]), (x[20_000:], y[20_000:]), 64
+
+
+def cnn_workload():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    images, labels = images[order], labels[order]
+    split = int(len(labels) * 0.8)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10),
+    )  # fmt: skip
+    return model, (images[:split], labels[:split]), (images[split:], labels[split:]), 32
+
+
+WORKLOADS = {"mlp": mlp_workload, "cnn": cnn_workload}
+
+
+class Side:
+    """One contestant: a model, optimizer and loaders of its own, built from the same seed."""
+
+    def __init__(self, workload: str, device: str, progress: bool) -> None:
+        torch.manual_seed(0)
+        model, (x_train, y_train), (x_val, y_val), batch_size = WORKLOADS[workload]()
+        self.device = device
+        self.progress = progress
+        self.model = model.to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.criterion = nn.CrossEntropyLoss()
+        self.train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
+        self.val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=batch_size)
+
+
+class RawLoop(Side):
+    """A hand-written loop with the same metrics as Trial's 'acc' and 'loss' epoch values."""
+
+    def epoch(self) -> dict:
+        bar = _progress_bar(self.progress, len(self.train_loader))
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        for x, y in self.train_loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad()
+            output = self.model(x)
+            loss = self.criterion(output, y)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            correct += (output.argmax(1) == y).sum()
+            seen += y.numel()
+            if bar is not None:
+                bar.update(1)
+        train = {"loss": loss_sum.item() / len(self.train_loader), "acc": correct.item() / seen}
+        if bar is not None:
+            bar.set_postfix(train)
+            bar.close()
+        self.model.eval()
+        loss_sum.zero_()
+        correct.zero_()
+        seen = 0
+        with torch.no_grad():
+            for x, y in self.val_loader:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                output = self.model(x)
+                loss_sum += self.criterion(output, y)
+                correct += (output.argmax(1) == y).sum()
+                seen += y.numel()
+        return {**train, "val_loss": loss_sum.item() / len(self.val_loader), "val_acc": correct.item() / seen}
+
+
+class TrialLoop(Side):
+    """The same training through Trial, one epoch per call."""
+
+    def __init__(self, workload: str, device: str, progress: bool) -> None:
+        super().__init__(workload, device, progress)
+        self.trial = Trial(self.model, self.optimizer, self.criterion, metrics=["acc", "loss"], verbose=0)
+        self.trial.with_generators(self.train_loader, self.val_loader).to(device)
+        self.epochs = 0
+
+    def epoch(self) -> dict:
+        self.epochs += 1
+        return self.trial.run(self.epochs, verbose=2 if self.progress else 0)[-1]
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    import tqdm
+
+    return tqdm.tqdm(total=total, desc="raw")
+
+
+def _timed_epoch(side: Side) -> float:
+    if side.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    side.epoch()
+    if side.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_memory(kind: str, args: argparse.Namespace) -> float:
+    """Peak resident memory (MiB) of a fresh process that trains two epochs with one side only."""
+    command = [sys.executable, __file__, "--workload", args.workload, "--device", args.device, "--peak-of", kind]
+    if args.progress:
+        command.append("--progress")
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)["peak_mib"]
+
+
+def _peak_of(kind: str, args: argparse.Namespace) -> None:
+    side = (RawLoop if kind == "raw" else TrialLoop)(args.workload, args.device, args.progress)
+    side.epoch()
+    side.epoch()
+    if args.device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
+    parser.add_argument("--pairs", type=int, default=7, help="timed (raw, Trial) epoch pairs")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
+    parser.add_argument("--progress", action="store_true", help="tqdm bar on in both loops")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.peak_of:
+        _peak_of(args.peak_of, args)
+        return
+
+    raw = RawLoop(args.workload, args.device, args.progress)
+    trial = TrialLoop(args.workload, args.device, args.progress)
+    for _ in range(args.warmup):
+        raw.epoch()
+        trial.epoch()
+    raw_times, trial_times = [], []
+    for _ in range(args.pairs):
+        raw_times.append(_timed_epoch(raw))
+        trial_times.append(_timed_epoch(trial))
+    ratios = [t / r for r, t in zip(raw_times, trial_times)]
+    raw_peak, trial_peak = peak_memory("raw", args), peak_memory("trial", args)
+
+    print(f"workload={args.workload} device={args.device} progress={args.progress} pairs={args.pairs} "
+          f"threads={args.threads} torch={torch.__version__}")  # fmt: skip
+    print("| loop  | median s/epoch | peak memory MiB |")
+    print("|-------|----------------|-----------------|")
+    print(f"| raw   | {statistics.median(raw_times):14.4f} | {raw_peak:15.1f} |")
+    print(f"| Trial | {statistics.median(trial_times):14.4f} | {trial_peak:15.1f} |")
+    print(f"Trial/raw ratio: median {statistics.median(ratios):.4f}  min {min(ratios):.4f}  max {max(ratios):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Exceptions the library raises for misuse, each named after what went wrong.
+
+They subclass the built-in exception a user would otherwise have seen (``ValueError``,
+``TypeError``, ``RuntimeError``), so existing ``except`` clauses keep working.
+"""
+
+
+class TorchbearerError(Exception):
+    """Base class of every error raised by torchbearer itself."""
+
+
+class BatchError(TorchbearerError, ValueError):
+    """A batch from the data loader does not have the structure the pass needs."""
+
+
+class CriterionError(TorchbearerError, ValueError):
+    """The criterion failed on, or returned something unusable for, the model's output."""
+
+
+class ModelCallError(TorchbearerError, RuntimeError):
+    """The model could not be called on the batch."""
+
+
+class StateDictError(TorchbearerError, ValueError):
+    """A state dict matches neither a Trial nor the model."""
+
+
+class ConfigurationError(TorchbearerError, ValueError):
+    """A Trial was configured with values it cannot use."""

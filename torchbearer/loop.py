@@ -1,0 +1,89 @@
+"""The passes of a fitting loop: one short function each, every step of a batch in plain sight.
+
+Metric values stay on the device while a pass runs (``LazyMetrics``) and are moved to the host
+once, at the end of the pass (``to_python``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+
+import torch
+
+from torchbearer.calling import call_criterion, call_model
+from torchbearer.metric_values import LazyMetrics, end_of_pass
+from torchbearer.state import (
+    BATCH,
+    CALLBACK_LIST,
+    CRITERION,
+    DATA,
+    LOSS,
+    METRIC_LIST,
+    METRICS,
+    MODEL,
+    OPTIMIZER,
+    SAMPLER,
+    STEPS,
+    STOP_TRAINING,
+    Y_PRED,
+    Y_TRUE,
+    X,
+)
+
+
+def batch_indices(steps: int) -> Iterable[int]:
+    """Batch numbers for a pass: ``steps`` of them, or unbounded for ``-1``."""
+    return itertools.count() if steps == -1 else range(max(steps, 0))
+
+
+def train_pass(state: dict, closure: Callable[[dict], object]) -> None:
+    """One training pass: for each batch, load → ``on_sample`` → optimizer step over the closure
+    (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``."""
+    callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
+    state[MODEL].train()
+    metric_list.train()
+    metric_list.reset(state)
+    state[METRICS] = LazyMetrics()
+    callbacks.on_start_training(state)
+    for batch in batch_indices(state[STEPS]):
+        state[BATCH] = batch
+        state[SAMPLER](state)
+        callbacks.on_sample(state)
+        state[OPTIMIZER].step(lambda: closure(state))
+        state[METRICS] = LazyMetrics(metric_list.process(state.data))
+        callbacks.on_step_training(state)
+        if state[STOP_TRAINING]:
+            break
+    final = metric_list.process_final(state.data)
+    state[METRICS] = end_of_pass(state[METRICS], final)
+    callbacks.on_end_training(state)
+
+
+def validation_pass(state: dict) -> None:
+    """One evaluation pass without gradients: load → forward → criterion (if there are targets) →
+    metrics, with the ``*_validation`` hooks between them."""
+    callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
+    state[MODEL].eval()
+    metric_list.eval(data_key=state[DATA])
+    metric_list.reset(state)
+    state[METRICS] = LazyMetrics()
+    callbacks.on_start_validation(state)
+    with torch.no_grad():
+        for batch in batch_indices(state[STEPS]):
+            state[BATCH] = batch
+            state[SAMPLER](state)
+            callbacks.on_sample_validation(state)
+            state[Y_PRED] = call_model(state, state[MODEL], state[X])
+            callbacks.on_forward_validation(state)
+            if Y_TRUE in state:
+                state[LOSS] = call_criterion(state, state[CRITERION], state[Y_PRED], state[Y_TRUE])
+                callbacks.on_criterion_validation(state)
+                state[METRICS] = LazyMetrics(metric_list.process(state.data))
+            callbacks.on_step_validation(state)
+            if state[STOP_TRAINING]:
+                break
+        if Y_TRUE in state:
+            final = metric_list.process_final(state.data)
+            state[METRICS] = end_of_pass(state[METRICS], final)
+    callbacks.on_end_validation(state)

@@ -1,0 +1,81 @@
+"""Moving metric values from the device to Python numbers, as rarely as possible.
+
+Metrics return tensors that stay on the device while a pass runs. At the end of a pass
+:func:`to_python` moves every tensor in a metrics dict to the host in one transfer. During a pass
+the per-batch dict is a :class:`LazyMetrics`: reading a value converts (and caches) just that
+value, so a batch nobody reads costs no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+def _as_number(value: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach()
+    return value.item() if value.numel() == 1 and value.dim() == 0 else value.tolist()
+
+
+class LazyMetrics(dict):
+    """A metrics dict whose tensor values become Python numbers when they are read.
+
+    Iterating keys, ``len`` and ``in`` never touch the device; ``[]``, ``get``, ``items`` and
+    ``values`` convert what they return (a CPU-GPU sync point, paid only by the reader).
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        if isinstance(value, torch.Tensor):
+            value = _as_number(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        return iter([(key, self[key]) for key in self])
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter([self[key] for key in self])
+
+    def copy(self) -> LazyMetrics:
+        return LazyMetrics(dict.items(self))
+
+
+def to_python(metrics: dict) -> dict:
+    """Return a plain dict with every tensor value replaced by a Python number or list.
+
+    All tensors on one device are concatenated and copied to the host together: one
+    synchronisation per device, however many metrics there are.
+    """
+    result = dict(dict.items(metrics))
+    tensors = {key: value.detach() for key, value in result.items() if isinstance(value, torch.Tensor)}
+    by_device: dict[torch.device, list] = {}
+    for key, tensor in tensors.items():
+        by_device.setdefault(tensor.device, []).append(key)
+    for keys in by_device.values():
+        flat = [tensors[key].reshape(-1) for key in keys]
+        common = flat[0].dtype
+        for part in flat[1:]:
+            common = torch.promote_types(common, part.dtype)
+        host = torch.cat([part.to(common) for part in flat]).cpu()  # the one sync for this device
+        offset = 0
+        for key in keys:
+            tensor = tensors[key]
+            part = host[offset : offset + tensor.numel()].to(tensor.dtype).reshape(tensor.shape)
+            offset += tensor.numel()
+            result[key] = part.item() if tensor.dim() == 0 else part.tolist()
+    return result
+
+
+def end_of_pass(batch_metrics: dict, final_metrics: dict | None) -> dict:
+    """The last batch's values updated with the pass's final values, as Python numbers (one sync)."""
+    merged = dict(dict.items(batch_metrics))
+    merged.update(final_metrics or {})
+    return to_python(merged)

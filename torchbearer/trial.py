@@ -1,0 +1,802 @@
+"""``Trial``: what users call. Builder methods configure the state; ``run``, ``evaluate``,
+``predict`` and ``replay`` drive the passes in :mod:`torchbearer.loop`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import torchbearer
+from torchbearer.bases import Callback, cite, standard_closure
+from torchbearer.calling import always_pass_state
+from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
+from torchbearer.callbacks.callbacks import CallbackList, overrides
+from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
+from torchbearer.errors import ConfigurationError, StateDictError
+from torchbearer.loading import (
+    load_batch_infinite,
+    load_batch_none,
+    load_batch_predict,
+    load_batch_standard,
+)
+from torchbearer.loop import train_pass, validation_pass
+from torchbearer.metrics import MetricList
+from torchbearer.state import (
+    BACKWARD_ARGS,
+    CALLBACK_LIST,
+    CRITERION,
+    DATA,
+    DATA_TYPE,
+    DEVICE,
+    EPOCH,
+    FINAL_PREDICTIONS,
+    GENERATOR,
+    HISTORY,
+    INF_TRAIN_LOADING,
+    ITERATOR,
+    LOADER,
+    MAX_EPOCHS,
+    METRIC_LIST,
+    METRICS,
+    MODEL,
+    OPTIMIZER,
+    SAMPLER,
+    SELF,
+    STEPS,
+    STOP_TRAINING,
+    TEST_DATA,
+    TEST_GENERATOR,
+    TEST_STEPS,
+    TRAIN_DATA,
+    TRAIN_GENERATOR,
+    TRAIN_STEPS,
+    VALIDATION_DATA,
+    VALIDATION_GENERATOR,
+    VALIDATION_STEPS,
+    VERSION,
+    State,
+)
+
+__all__ = [
+    "Trial",
+    "deep_to",
+    "load_batch_standard",
+    "load_batch_predict",
+    "load_batch_none",
+    "load_batch_infinite",
+    "update_device_and_dtype",
+    "MockModel",
+    "MockOptimizer",
+    "CallbackListInjection",
+    "get_printer",
+    "inject_printer",
+    "inject_sampler",
+    "inject_callback",
+]
+
+_DATA_KEYS = {
+    TRAIN_DATA: (TRAIN_GENERATOR, TRAIN_STEPS, "training"),
+    VALIDATION_DATA: (VALIDATION_GENERATOR, VALIDATION_STEPS, "validation"),
+    TEST_DATA: (TEST_GENERATOR, TEST_STEPS, "test"),
+}
+
+
+class MockModel(torch.nn.Module):
+    """Stands in for a missing model: returns ``None``."""
+
+    def forward(self, x: Any, state: Any = None) -> None:
+        return None
+
+
+class MockOptimizer(torch.optim.Optimizer):
+    """Stands in for a missing optimizer: ``step(closure)`` just runs the closure."""
+
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1)], {})
+
+    def add_param_group(self, param_group: dict) -> None:
+        pass
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def step(self, closure=None):
+        return closure() if closure is not None else None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+
+class CallbackListInjection(CallbackList):
+    """The callback list used during one call: ``callback`` (the printer) fires before the user's list.
+
+    Saving, loading, appending, copying and iterating act on the user's list only, so the
+    printer is never part of a checkpoint.
+    """
+
+    def __init__(self, callback: Callback, callback_list: CallbackList) -> None:
+        self.callback = callback
+        self.callback_list = callback_list
+        self._dispatch = {}
+
+    def _hooks(self, hook: str) -> list:
+        bound = self._dispatch.get(hook)
+        if bound is None:
+            bound = [getattr(self.callback, hook)] if overrides(self.callback, hook) else []
+            bound += self.callback_list._hooks(hook)
+            self._dispatch[hook] = bound
+        return bound
+
+    def state_dict(self) -> dict:
+        return self.callback_list.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> CallbackListInjection:
+        self.callback_list.load_state_dict(state_dict)
+        return self
+
+    def append(self, callback_list) -> None:
+        self.callback_list.append(callback_list)
+        self._dispatch = {}
+
+    def copy(self) -> CallbackList:
+        return self.callback_list.copy()
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter(self.callback_list)
+
+    def __len__(self) -> int:
+        return len(self.callback_list)
+
+    def __str__(self) -> str:
+        return str(self.callback_list)
+
+
+def get_printer(verbose: int, validation_label_letter: str) -> Callback:
+    """The progress printer for a verbosity: 2 a bar per pass, 1 a bar over epochs, else none."""
+    from torchbearer.callbacks.printer import Tqdm
+
+    if verbose >= 2:
+        return Tqdm(validation_label_letter=validation_label_letter)
+    if verbose >= 1:
+        return Tqdm(validation_label_letter=validation_label_letter, on_epoch=True)
+    return Callback()
+
+
+def _bound_arguments(func, self, args, kwargs) -> dict:
+    bound = inspect.signature(func).bind(self, *args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def inject_printer(validation_label_letter: str = "v"):
+    """Decorator for Trial methods with a ``verbose`` argument: the printer fires first for the call."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(self: Trial, *args, **kwargs):
+            verbose = _bound_arguments(func, self, args, kwargs)["verbose"]
+            verbose = self.verbose if verbose == -1 else verbose
+            user_list = self.state[CALLBACK_LIST]
+            self.state[CALLBACK_LIST] = CallbackListInjection(get_printer(verbose, validation_label_letter), user_list)
+            try:
+                return func(self, *args, **kwargs)
+            finally:
+                self.state[CALLBACK_LIST] = user_list
+
+        return wrapper
+
+    return decorator
+
+
+def inject_callback(callback: Callback):
+    """Decorator for Trial methods: ``callback`` runs for the call, after the printer, before user callbacks."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(self: Trial, *args, **kwargs):
+            call_list = self.state[CALLBACK_LIST]
+            user_list = call_list.callback_list if isinstance(call_list, CallbackListInjection) else call_list
+            with_callback = CallbackList([callback])
+            with_callback.callback_list.extend(user_list)
+            injected = CallbackListInjection(getattr(call_list, "callback", Callback()), with_callback)
+            self.state[CALLBACK_LIST] = injected
+            try:
+                return func(self, *args, **kwargs)
+            finally:
+                self.state[CALLBACK_LIST] = call_list
+
+        return wrapper
+
+    return decorator
+
+
+def inject_sampler(data_key, batch_sampler):
+    """Decorator for Trial methods with a ``data_key`` argument: set up that pass before the call."""
+
+    def decorator(func):
+        @functools.wraps(func)
+        def wrapper(self: Trial, *args, **kwargs):
+            chosen = _bound_arguments(func, self, args, kwargs).get("data_key") or data_key
+            self._prepare_pass(self.state, chosen, batch_sampler)  # the call's state copies it from here
+            return func(self, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _zero_loss(state: dict):
+    def criterion(y_pred: Any, y_true: Any) -> torch.Tensor:
+        # A clone, not a leaf, so callbacks may add to it in place (state[LOSS] += ...).
+        return torch.zeros(1, device=state[DEVICE], dtype=state[DATA_TYPE], requires_grad=True).clone()
+
+    return criterion
+
+
+def _int_steps(steps: Any, label: str) -> int:
+    if not isinstance(steps, int):
+        warnings.warn(f"Number of {label} steps is not an int, casting to int", stacklevel=3)
+        try:
+            steps = int(steps)
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(f"the number of {label} steps must be an int, got {steps!r}") from error
+    return steps
+
+
+@cite(
+    """@article{2018torchbearer,
+  title={Torchbearer: A Model Fitting Library for PyTorch},
+  author={Harris, Ethan and Painter, Matthew and Hare, Jonathon},
+  journal={arXiv preprint arXiv:1809.03363},
+  year={2018}
+}"""
+)
+class Trial:
+    """Fits a model: holds the model, optimizer, criterion, metrics and callbacks in a state dict.
+
+    Args:
+        model: The module (or any callable) to fit; ``None`` gives a model that returns ``None``.
+        optimizer: A torch optimizer; ``None`` gives one whose ``step`` only runs the closure.
+        criterion: ``f(y_pred, y_true)`` or ``f(state)``; ``None`` gives a zero loss that callbacks add to.
+        metrics: Metrics and/or metric names (``'acc'``, ``'loss'``, ...).
+        callbacks: Callbacks, called in order after the progress printer.
+        verbose: 2 for a progress bar per pass, 1 for one bar over epochs, 0 for silence.
+        pass_state: Always call the model as ``model(*x, state=state)``.
+
+    Example:
+        >>> trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=['acc', 'loss'])  # doctest: +SKIP
+        >>> history = trial.with_generators(train_loader, val_loader).run(epochs=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer=None,
+        criterion=None,
+        metrics=[],
+        callbacks=[],
+        verbose: int = 2,
+        *,
+        pass_state: bool = False,
+    ) -> None:
+        if model is not None and pass_state:
+            always_pass_state(model)
+        self.verbose = verbose
+        self.closure = standard_closure()
+        self.state = State()
+        self.state.update(
+            {
+                MODEL: model,
+                CRITERION: criterion,
+                OPTIMIZER: optimizer if optimizer is not None else MockOptimizer(),
+                METRIC_LIST: MetricList(metrics),
+                CALLBACK_LIST: CallbackList(callbacks),
+                DEVICE: "cpu",
+                DATA_TYPE: torch.float32,
+                SELF: self,
+                HISTORY: [],
+                BACKWARD_ARGS: {},
+                TRAIN_GENERATOR: None,
+                VALIDATION_GENERATOR: None,
+                TEST_GENERATOR: None,
+                TRAIN_STEPS: None,
+                VALIDATION_STEPS: None,
+                TEST_STEPS: None,
+                TRAIN_DATA: None,
+                VALIDATION_DATA: None,
+                TEST_DATA: None,
+                INF_TRAIN_LOADING: False,
+                LOADER: None,
+            }
+        )
+        if criterion is None:
+            self.state[CRITERION] = _zero_loss(self.state)
+        self._train_iterator = None
+        self._warned_unconfigured = False
+        self.state[CALLBACK_LIST].on_init(self.state)
+
+    def __str__(self) -> str:
+        sections = [
+            ("optimzer", self.state[OPTIMIZER]),
+            ("criterion", self.state[CRITERION]),
+            ("metrics", self.state[METRIC_LIST]),
+            ("callbacks", self.state[CALLBACK_LIST]),
+            ("model", self.state[MODEL]),
+        ]
+        return "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
+
+    __repr__ = __str__
+
+    # ----------------------------------------------------------------------------------- data
+    def _with_generator(self, data_key, generator, steps) -> Trial:
+        generator_key, steps_key, label = _DATA_KEYS[data_key]
+        self.state[generator_key] = generator
+        if steps is None:
+            steps = self.state[steps_key]
+        if steps is None:
+            try:
+                steps = len(generator)
+            except TypeError as error:
+                raise ConfigurationError(
+                    f"the {label} generator {type(generator).__name__} has no length, so the number of steps "
+                    f"per epoch is unknown: pass steps=N to with_{label.replace('ation', '')}_generator or call "
+                    f"for_{'val' if label == 'validation' else label.replace('ing', '')}_steps(N)"
+                ) from error
+            if steps == 0:
+                raise ConfigurationError(
+                    f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
+                    "larger than the dataset with drop_last=True"
+                )
+        return self._for_steps(data_key, steps)
+
+    def with_train_generator(self, generator, steps=None) -> Trial:
+        """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length)."""
+        return self._with_generator(TRAIN_DATA, generator, steps)
+
+    def with_val_generator(self, generator, steps=None) -> Trial:
+        """Validate on ``generator`` after each training pass; also the default for ``evaluate``."""
+        return self._with_generator(VALIDATION_DATA, generator, steps)
+
+    def with_test_generator(self, generator, steps=None) -> Trial:
+        """Use ``generator`` for ``predict``."""
+        return self._with_generator(TEST_DATA, generator, steps)
+
+    def with_generators(
+        self, train_generator=None, val_generator=None, test_generator=None, train_steps=None, val_steps=None,
+        test_steps=None,
+    ) -> Trial:  # fmt: skip
+        """Set any of the train, validation and test generators at once."""
+        if train_generator is not None:
+            self.with_train_generator(train_generator, train_steps)
+        if val_generator is not None:
+            self.with_val_generator(val_generator, val_steps)
+        if test_generator is not None:
+            self.with_test_generator(test_generator, test_steps)
+        return self
+
+    def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
+        """Train on tensors ``x``, ``y`` through a ``DataLoader``."""
+        loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=shuffle, num_workers=num_workers)
+        return self.with_train_generator(loader, steps=steps)
+
+    def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
+        """Validate on tensors ``x``, ``y`` through a ``DataLoader``."""
+        loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=shuffle, num_workers=num_workers)
+        return self.with_val_generator(loader, steps=steps)
+
+    def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
+        """Predict on tensor ``x`` (unshuffled) through a ``DataLoader``."""
+        loader = DataLoader(TensorDataset(x), batch_size, num_workers=num_workers)
+        return self.with_test_generator(loader, steps=steps)
+
+    def with_data(
+        self, x_train=None, y_train=None, x_val=None, y_val=None, x_test=None, batch_size=1, num_workers=1,
+        train_steps=None, val_steps=None, test_steps=None, shuffle=True,
+    ) -> Trial:  # fmt: skip
+        """Set train, validation and test tensors at once; parts left ``None`` are skipped."""
+        if x_train is not None and y_train is not None:
+            self.with_train_data(x_train, y_train, batch_size, shuffle, num_workers, train_steps)
+        if x_val is not None and y_val is not None:
+            self.with_val_data(x_val, y_val, batch_size, shuffle, num_workers, val_steps)
+        if x_test is not None:
+            self.with_test_data(x_test, batch_size, num_workers, test_steps)
+        return self
+
+    def _for_steps(self, data_key, steps) -> Trial:
+        generator_key, steps_key, label = _DATA_KEYS[data_key]
+        steps = _int_steps(steps, label)
+        self.state[steps_key] = steps
+        self.state[data_key] = (self.state[generator_key], steps)
+        return self
+
+    def for_train_steps(self, steps) -> Trial:
+        """Run ``steps`` training batches per epoch (-1: until a callback stops training)."""
+        return self._for_steps(TRAIN_DATA, steps)
+
+    def for_val_steps(self, steps) -> Trial:
+        """Run ``steps`` validation batches per epoch."""
+        return self._for_steps(VALIDATION_DATA, steps)
+
+    def for_test_steps(self, steps) -> Trial:
+        """Run ``steps`` batches in ``predict``."""
+        return self._for_steps(TEST_DATA, steps)
+
+    def for_steps(self, train_steps=None, val_steps=None, test_steps=None) -> Trial:
+        """Set any of the step counts at once."""
+        if train_steps is not None:
+            self.for_train_steps(train_steps)
+        if val_steps is not None:
+            self.for_val_steps(val_steps)
+        if test_steps is not None:
+            self.for_test_steps(test_steps)
+        return self
+
+    def for_inf_train_steps(self) -> Trial:
+        """Train until a callback sets ``STOP_TRAINING``."""
+        return self.for_train_steps(-1)
+
+    def for_inf_val_steps(self) -> Trial:
+        """Validate until a callback sets ``STOP_TRAINING``."""
+        return self.for_val_steps(-1)
+
+    def for_inf_test_steps(self) -> Trial:
+        """Predict until a callback sets ``STOP_TRAINING``."""
+        return self.for_test_steps(-1)
+
+    def for_inf_steps(self, train=True, val=True, test=True) -> Trial:
+        """Make each flagged pass infinite."""
+        if train:
+            self.for_inf_train_steps()
+        if val:
+            self.for_inf_val_steps()
+        if test:
+            self.for_inf_test_steps()
+        return self
+
+    def with_inf_train_loader(self) -> Trial:
+        """Keep one training iterator across epochs, restarting it only when exhausted."""
+        self.state[INF_TRAIN_LOADING] = True
+        return self
+
+    def with_loader(self, batch_loader) -> Trial:
+        """Use ``batch_loader(state)`` to load every batch of every pass."""
+        self.state[LOADER] = batch_loader
+        return self
+
+    def with_closure(self, closure) -> Trial:
+        """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
+        self.closure = closure
+        return self
+
+    # ----------------------------------------------------------------------------------- passes
+    def _prepare_pass(self, state: dict, data_key, default_loader) -> None:
+        """Point the state at one data set: its generator, steps, batch loader and a fresh iterator."""
+        generator_key, steps_key, _ = _DATA_KEYS[data_key]
+        generator, steps = self.state[generator_key], self.state[steps_key]
+        steps = 0 if steps is None else steps
+        if steps == -1:
+            warnings.warn(
+                "Trial is set to run indefinitely. Make sure you have some method to terminate safely.", stacklevel=4
+            )
+        infinite_training = data_key == TRAIN_DATA and self.state[INF_TRAIN_LOADING]
+        if self.state[LOADER] is not None:
+            loader = self.state[LOADER]
+        elif generator is None:
+            loader = default_loader if default_loader is load_batch_none else load_batch_none
+        else:
+            loader = default_loader
+        if generator is not None and (steps == -1 or infinite_training or steps > _length(generator, steps)):
+            loader = load_batch_infinite(loader)
+        for target in (self.state, state):
+            target[DATA], target[GENERATOR], target[STEPS], target[SAMPLER] = data_key, generator, steps, loader
+
+    def _iterator(self, generator, keep_across_epochs: bool = False):
+        """A fresh iterator over ``generator``, or the kept one for ``with_inf_train_loader``."""
+        if generator is None:
+            return None
+        if keep_across_epochs:
+            if self._train_iterator is None:
+                self._train_iterator = iter(generator)
+            return self._train_iterator
+        return iter(generator)
+
+    def _call_state(self, max_epochs: int) -> State:
+        state = State()
+        state.update({EPOCH: 0, MAX_EPOCHS: max_epochs, STOP_TRAINING: False})
+        state.update(self.state)
+        return state
+
+    def _has(self, data_key) -> bool:
+        generator_key, steps_key, _ = _DATA_KEYS[data_key]
+        return self.state[generator_key] is not None or self.state[steps_key] is not None
+
+    def _check_model(self) -> None:
+        if self.state[MODEL] is None or not callable(self.state[MODEL]):
+            warnings.warn("The Model is None or not callable which may cause issues if not deliberate", stacklevel=4)
+            self.state[MODEL] = MockModel()
+
+    @inject_printer()
+    def run(self, epochs: int = 1, verbose: int = -1) -> list:
+        """Train (and validate) up to epoch ``epochs``, continuing from the epochs already run.
+
+        Args:
+            epochs: The epoch number to stop at (a target, not an increment).
+            verbose: 2, 1 or 0 as in the constructor; -1 uses the trial's setting.
+
+        Returns:
+            The history: one dict of metric values per epoch (the same list grows across calls).
+        """
+        if not isinstance(epochs, int) or isinstance(epochs, bool):
+            raise ConfigurationError(f"run(epochs) needs an int number of epochs, got {epochs!r}")
+        self._check_model()
+        state = self._call_state(epochs)
+        history = self.state[HISTORY]
+        if not (self._has(TRAIN_DATA) or self._has(VALIDATION_DATA)):
+            if not self._warned_unconfigured:
+                warnings.warn(
+                    "run() did nothing: no training or validation data or steps are configured. Call "
+                    "with_train_generator / with_train_data / with_generators, or for_train_steps(N) to train "
+                    "without data",
+                    stacklevel=3,
+                )
+                self._warned_unconfigured = True
+            return history
+        with _cleanup_on_failure(state):
+            state[CALLBACK_LIST].on_start(state)
+            for epoch in range(len(history), epochs):
+                state[EPOCH] = epoch
+                if self._run_epoch(state, history):
+                    break
+            state[CALLBACK_LIST].on_end(state)
+        return history
+
+    def _run_epoch(self, state: dict, history: list) -> bool:
+        """One epoch: training pass, validation pass, history record. Returns True to stop."""
+        state.update(self.state)
+        callbacks = state[CALLBACK_LIST]
+        callbacks.on_start_epoch(state)
+        self._prepare_pass(state, TRAIN_DATA, load_batch_standard)
+        state[ITERATOR] = self._iterator(state[GENERATOR], self.state[INF_TRAIN_LOADING])
+        train_pass(state, self.closure)
+        if state[STOP_TRAINING]:
+            return True
+        final_metrics = state[METRICS]
+        if self._has(VALIDATION_DATA):
+            state.update(self.state)
+            self._prepare_pass(state, VALIDATION_DATA, load_batch_standard)
+            state[ITERATOR] = self._iterator(state[GENERATOR])
+            validation_pass(state)
+            final_metrics = {**final_metrics, **state[METRICS]}
+            state[MODEL].train()
+            state[METRIC_LIST].train()
+        state[METRICS] = final_metrics
+        callbacks.on_end_epoch(state)
+        history.append({**state[METRICS], "train_steps": self.state[TRAIN_STEPS],
+                        "validation_steps": self.state[VALIDATION_STEPS]})  # fmt: skip
+        callbacks.on_checkpoint(state)
+        return bool(state[STOP_TRAINING])
+
+    @inject_printer(validation_label_letter="e")
+    @inject_sampler(VALIDATION_DATA, load_batch_standard)
+    def evaluate(self, verbose: int = -1, data_key=None) -> dict:
+        """Evaluate on one data set (default validation) and merge the values into the last history record.
+
+        Returns:
+            The metric values, prefixed ``val_``, ``test_`` or ``train_`` by data set.
+        """
+        if not self._has(VALIDATION_DATA if data_key is None else data_key):
+            return {}
+        self._check_model()
+        state = self._call_state(1)
+        with _cleanup_on_failure(state):
+            self._evaluation_pass(state)
+            if self.state[HISTORY]:
+                self.state[HISTORY][-1].update(state[METRICS])
+            state[CALLBACK_LIST].on_end(state)
+        return state[METRICS]
+
+    @inject_printer(validation_label_letter="p")
+    @inject_sampler(TEST_DATA, load_batch_predict)
+    @inject_callback(AggregatePredictions())
+    def predict(self, verbose: int = -1, data_key=None):
+        """Run the model over a data set (default test) and return its outputs concatenated on dim 0.
+
+        Returns:
+            A tensor, or a list of per-batch outputs when they cannot be concatenated; ``[]`` with no data.
+        """
+        if not self._has(TEST_DATA if data_key is None else data_key):
+            return []
+        self._check_model()
+        state = self._call_state(1)
+        with _cleanup_on_failure(state):
+            self._evaluation_pass(state)
+            state[CALLBACK_LIST].on_end(state)
+        return state[FINAL_PREDICTIONS]
+
+    def _evaluation_pass(self, state: dict) -> None:
+        callbacks = state[CALLBACK_LIST]
+        callbacks.on_start(state)
+        callbacks.on_start_epoch(state)
+        state[ITERATOR] = self._iterator(state[GENERATOR])
+        validation_pass(state)
+        callbacks.on_end_epoch(state)
+
+    def replay(self, callbacks=None, verbose: int = 2, one_batch: bool = False) -> Trial:
+        """Re-drive callbacks (progress bars, loggers) from the stored history, without touching model or data.
+
+        Args:
+            callbacks: Callbacks to replay to (the list is not modified).
+            verbose: Printer verbosity for the replay (no -1 here).
+            one_batch: Call the batch hooks once per pass instead of once per recorded step.
+        """
+        callback_list = CallbackList([get_printer(verbose, "v"), *(callbacks or [])])
+        history = self.state[HISTORY]
+        state = State()
+        state.update(self.state)
+        state.update({STOP_TRAINING: False, MAX_EPOCHS: len(history), CALLBACK_LIST: callback_list})
+        callback_list.on_start(state)
+        for epoch, record in enumerate(history):
+            state[EPOCH] = epoch
+            train_steps, val_steps = record.get("train_steps"), record.get("validation_steps")
+            if one_batch:
+                train_steps = None if train_steps is None else 1
+                val_steps = None if val_steps is None else 1
+            state[TRAIN_STEPS], state[VALIDATION_STEPS] = train_steps, val_steps
+            callback_list.on_start_epoch(state)
+            if train_steps is not None:
+                self._replay_pass(state, record, train_steps, training=True)
+            if val_steps is not None and not state[STOP_TRAINING]:
+                self._replay_pass(state, record, val_steps, training=False)
+            state[METRICS] = dict(record)
+            callback_list.on_end_epoch(state)
+        callback_list.on_end(state)
+        return self
+
+    @staticmethod
+    def _replay_pass(state: dict, record: dict, steps: int, training: bool) -> None:
+        callbacks = state[CALLBACK_LIST]
+        state[METRICS] = {key: value for key, value in record.items() if ("val_" in key) != training}
+        state[STEPS] = steps
+        state[DATA] = TRAIN_DATA if training else VALIDATION_DATA
+        hooks = (
+            ("on_sample", "on_forward", "on_criterion", "on_backward", "on_step_training")
+            if training
+            else ("on_sample_validation", "on_forward_validation", "on_criterion_validation", "on_step_validation")
+        )
+        (callbacks.on_start_training if training else callbacks.on_start_validation)(state)
+        for batch in range(max(steps, 0)):
+            state[torchbearer.BATCH] = batch
+            for hook in hooks:
+                getattr(callbacks, hook)(state)
+            if state[STOP_TRAINING]:
+                break
+        (callbacks.on_end_training if training else callbacks.on_end_validation)(state)
+
+    # ----------------------------------------------------------------------------------- modes and devices
+    def train(self) -> Trial:
+        """Put the model and metrics in training mode."""
+        self.state[MODEL].train()
+        self.state[METRIC_LIST].train()
+        return self
+
+    def eval(self) -> Trial:
+        """Put the model and metrics in evaluation mode."""
+        self.state[MODEL].eval()
+        if DATA in self.state:
+            self.state[METRIC_LIST].eval(data_key=self.state[DATA])
+        else:
+            self.state[METRIC_LIST].eval()
+        return self
+
+    def to(self, *args, **kwargs) -> Trial:
+        """Move the model, the optimizer's state and future batches (``trial.to('cuda')``, ``.to(torch.float64)``)."""
+        self.state[MODEL].to(*args, **kwargs)
+        for param_state in self.state[OPTIMIZER].state.values():
+            for key, value in param_state.items():
+                if isinstance(value, torch.Tensor):
+                    param_state[key] = value.to(*args, **kwargs)
+        update_device_and_dtype(self.state, *args, **kwargs)
+        return self
+
+    def cuda(self, device=None) -> Trial:
+        """Move to a CUDA device (default the current one)."""
+        if device is None:
+            device = torch.cuda.current_device()
+        return self.to("cuda:" + str(device))
+
+    def cpu(self) -> Trial:
+        """Move to the CPU."""
+        return self.to("cpu")
+
+    # ----------------------------------------------------------------------------------- persistence
+    def state_dict(self, **kwargs) -> dict:
+        """Everything needed to resume, as plain types (loads with ``torch.load(weights_only=True)``)."""
+        return {
+            str(VERSION): _release(torchbearer.__version__),
+            str(MODEL): unwrap_model(self.state[MODEL]).state_dict(**kwargs),
+            str(OPTIMIZER): self.state[OPTIMIZER].state_dict(),
+            str(HISTORY): [dict(record) for record in self.state[HISTORY]],
+            str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
+        """Load a Trial state dict (all of it with ``resume``, else the model only) or a bare model state dict.
+
+        Raises:
+            StateDictError: the dict matches neither a Trial nor the model (missing and unexpected keys named).
+        """
+        model = unwrap_model(self.state[MODEL])
+        if MODEL not in state_dict:
+            warnings.warn("Not a torchbearer state dict, passing to model", stacklevel=2)
+            _load_model(model, state_dict, **kwargs)
+            return self
+        if not resume:
+            _load_model(model, state_dict[MODEL], **kwargs)
+            return self
+        if VERSION in state_dict and _release(str(state_dict[VERSION])) != _release(torchbearer.__version__):
+            warnings.warn(
+                "This state dict was saved with a different torchbearer version, loading available keys. "
+                "Consider setting resume=False",
+                stacklevel=2,
+            )
+        _load_model(model, state_dict[MODEL], **kwargs)
+        if OPTIMIZER in state_dict:
+            self.state[OPTIMIZER].load_state_dict(state_dict[OPTIMIZER])
+        if HISTORY in state_dict:
+            self.state[HISTORY][:] = [dict(record) for record in state_dict[HISTORY]]
+        if CALLBACK_LIST in state_dict:
+            self.state[CALLBACK_LIST].load_state_dict(state_dict[CALLBACK_LIST])
+        return self
+
+
+def _length(generator, steps: int) -> int:
+    try:
+        return len(generator)
+    except TypeError:  # an iterable without a length: restart it whenever it runs out
+        return steps - 1
+
+
+def _release(version: str) -> str:
+    """The version without a development suffix (``1.0.0.dev0`` -> ``1.0.0``)."""
+    return re.sub(r"\.dev\d*$", "", version)
+
+
+def _load_model(model: torch.nn.Module, model_state: dict, **kwargs) -> None:
+    try:
+        model.load_state_dict(model_state, **kwargs)
+    except RuntimeError as error:
+        expected, given = set(model.state_dict()), set(model_state)
+        raise StateDictError(
+            f"the state dict does not fit the model {type(model).__name__}: missing keys {sorted(expected - given)}, "
+            f"unexpected keys {sorted(given - expected)}. Load a checkpoint saved from the same architecture, "
+            f"or pass strict=False to load the matching part ({error})"
+        ) from error
+
+
+class _cleanup_on_failure:
+    """If a call fails, still give callbacks their ``on_end`` so they close files and bars, then re-raise."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, error_type, error, traceback) -> bool:
+        if error is not None and not isinstance(error, GeneratorExit):
+            try:
+                self.state[CALLBACK_LIST].on_end(self.state)
+            except Exception as cleanup_error:  # the original failure matters more
+                warnings.warn(f"a callback failed while cleaning up after an error: {cleanup_error!r}", stacklevel=2)
+        return False
+
