@@ -5,6 +5,8 @@ import torch
 
 import torchbearer
 
+torch.set_num_threads(1)  # tiny models: threads only contend on a 2-core machine
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -1,0 +1,198 @@
+import csv
+
+import pytest
+import torch
+
+import torchbearer
+from torchbearer.bases import Callback
+from torchbearer.callbacks.csv_logger import CSVLogger
+from torchbearer.metric_values import LazyMetrics
+
+
+def _read(path, separator=","):
+    with open(path, newline="") as file:
+        return list(csv.reader(file, delimiter=separator))
+
+
+def _trial(data, callbacks):
+    """Linear(4, 3) trained with SGD on 4 batches of 10, validated on the same data."""
+    x, y = data
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trial = torchbearer.Trial(
+        model, optimizer, torch.nn.CrossEntropyLoss(), metrics=["acc", "loss"], callbacks=callbacks, verbose=0
+    )
+    return trial.with_train_data(x, y, batch_size=10).with_val_data(x, y, batch_size=10)
+
+
+def _epoch_state(epoch, **metrics):
+    return {torchbearer.EPOCH: epoch, torchbearer.METRICS: metrics}
+
+
+def test_one_row_per_epoch_holds_the_history_values(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    trial = _trial(classification_data, [CSVLogger(str(path))])
+    history = trial.run(2)
+
+    rows = _read(path)
+    assert rows[0] == ["epoch", "running_acc", "running_loss", "acc", "loss", "val_acc", "val_loss"]
+    assert len(rows) == 3
+    for epoch, row in enumerate(rows[1:]):
+        assert int(row[0]) == epoch
+        for name, text in zip(rows[0][1:], row[1:]):
+            assert float(text) == pytest.approx(history[epoch][name])
+
+
+def test_batch_granularity_header_lists_every_column_and_rows_align(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    seen_losses = []
+
+    class RecordLoss(Callback):
+        def on_step_training(self, state):
+            seen_losses.append(state[torchbearer.METRICS]["running_loss"])
+
+    trial = _trial(classification_data, [CSVLogger(str(path), batch_granularity=True), RecordLoss()])
+    history = trial.run(2)
+
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    header = _read(path)[0]
+    assert header == ["epoch", "batch", "running_acc", "running_loss", "acc", "loss", "val_acc", "val_loss"]
+    assert all(None not in row for row in rows)  # no row is longer than the header
+    batch_rows = [row for row in rows if row["batch"] != ""]
+    epoch_rows = [row for row in rows if row["batch"] == ""]
+    assert [(int(row["epoch"]), int(row["batch"])) for row in batch_rows] == [
+        (e, b) for e in range(2) for b in range(4)
+    ]
+    assert [float(row["running_loss"]) for row in batch_rows] == pytest.approx(seen_losses)
+    assert all(row["val_loss"] == "" for row in batch_rows)
+    assert [float(row["val_loss"]) for row in epoch_rows] == pytest.approx([record["val_loss"] for record in history])
+    assert [row["epoch"] for row in rows].index("1") == 5  # epoch 0: four batch rows, then its epoch row
+
+
+def test_separator_is_written_between_fields(tmp_path):
+    path = tmp_path / "log.tsv"
+    logger = CSVLogger(str(path), separator="\t")
+    logger.on_start({})
+    logger.on_end_epoch(_epoch_state(0, loss=0.5, acc=0.25))
+    logger.on_end({})
+
+    assert path.read_text().splitlines() == ["epoch\tloss\tacc", "0\t0.5\t0.25"]
+
+
+def test_separator_of_several_characters_is_refused():
+    with pytest.raises(ValueError, match="single character"):
+        CSVLogger("log.csv", separator=", ")
+
+
+def test_write_header_false_writes_rows_only(tmp_path):
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(str(path), write_header=False)
+    logger.on_start({})
+    logger.on_end_epoch(_epoch_state(0, loss=0.5))
+    logger.on_end_epoch(_epoch_state(1, loss=0.25))
+    logger.on_end({})
+
+    assert _read(path) == [["0", "0.5"], ["1", "0.25"]]
+
+
+def test_each_row_is_on_disk_before_the_run_ends(tmp_path):
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(str(path))
+    logger.on_start({})
+    logger.on_end_epoch(_epoch_state(0, loss=0.5))
+
+    assert _read(path) == [["epoch", "loss"], ["0", "0.5"]]
+    logger.on_end({})
+
+
+def test_second_run_without_append_starts_a_new_file_with_a_header(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    trial = _trial(classification_data, [CSVLogger(str(path))])
+    trial.run(1)
+    trial.run(2)
+
+    rows = _read(path)
+    assert rows[0][0] == "epoch"
+    assert [row[0] for row in rows[1:]] == ["1"]
+
+
+def test_append_adds_rows_under_the_existing_header(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    trial = _trial(classification_data, [CSVLogger(str(path), append=True)])
+    trial.run(1)
+    trial.run(3)
+
+    rows = _read(path)
+    assert [row[0] for row in rows] == ["epoch", "0", "1", "2"]
+
+
+def test_append_with_new_columns_extends_the_header_and_pads_old_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\n0,0.5\n")
+    logger = CSVLogger(str(path), append=True)
+    logger.on_start({})
+    logger.on_end_epoch(_epoch_state(1, loss=0.25, val_loss=0.75))
+    logger.on_end({})
+
+    assert _read(path) == [["epoch", "loss", "val_loss"], ["0", "0.5", ""], ["1", "0.25", "0.75"]]
+
+
+def test_batch_rows_hold_numbers_read_from_lazy_tensor_metrics(tmp_path):
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(str(path), batch_granularity=True)
+    logger.on_start({})
+    state = {
+        torchbearer.EPOCH: 0,
+        torchbearer.BATCH: 3,
+        torchbearer.METRICS: LazyMetrics(running_loss=torch.tensor(0.5)),
+    }
+    logger.on_step_training(state)
+    logger.on_end({})
+
+    assert _read(path) == [["epoch", "batch", "running_loss"], ["0", "3", "0.5"]]
+
+
+def test_missing_parent_directories_are_created(tmp_path):
+    path = tmp_path / "logs" / "run1" / "log.csv"
+    logger = CSVLogger(str(path))
+    logger.on_start({})
+    logger.on_end_epoch(_epoch_state(0, loss=0.5))
+    logger.on_end({})
+
+    assert _read(path)[1] == ["0", "0.5"]
+
+
+def test_file_is_closed_and_rows_kept_when_the_run_fails(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(str(path), batch_granularity=True)
+
+    class FailInSecondEpoch(Callback):
+        def on_step_training(self, state):
+            if state[torchbearer.EPOCH] == 1 and state[torchbearer.BATCH] == 2:
+                raise RuntimeError("boom")
+
+    trial = _trial(classification_data, [logger, FailInSecondEpoch()])
+    with pytest.raises(RuntimeError, match="boom"):
+        trial.run(2)
+
+    assert logger._file is None
+    rows = _read(path)
+    assert [(row[0], row[1]) for row in rows[1:]] == [("0", str(b)) for b in range(4)] + [("0", "")] + [
+        ("1", "0"),
+        ("1", "1"),
+        ("1", "2"),
+    ]
+
+
+def test_ranks_other_than_zero_write_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 1)
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(str(path), batch_granularity=True)
+    logger.on_start({})
+    logger.on_step_training({torchbearer.EPOCH: 0, torchbearer.BATCH: 0, torchbearer.METRICS: LazyMetrics(loss=0.5)})
+    logger.on_end_epoch(_epoch_state(0, loss=0.5))
+    logger.on_end({})
+
+    assert not path.exists()

@@ -1,0 +1,109 @@
+"""EarlyStopping: when a run stops, for each mode, patience and min_delta, and its saved state."""
+
+import warnings
+
+import pytest
+import torch
+
+import torchbearer
+from torchbearer.callbacks.decorators import on_step_training
+from torchbearer.callbacks.early_stopping import EarlyStopping
+
+
+def _stopping_epoch(stopper, values, monitor="val_loss"):
+    """Feed one value per epoch; return the epoch at which the run would stop (None if never)."""
+    for epoch, value in enumerate(values):
+        state = {torchbearer.METRICS: {monitor: value}, torchbearer.STOP_TRAINING: False}
+        stopper.on_end_epoch(state)
+        if state[torchbearer.STOP_TRAINING]:
+            return epoch
+    return None
+
+
+def test_patience_zero_stops_at_the_first_epoch_without_improvement():
+    assert _stopping_epoch(EarlyStopping(), [0.9, 0.8, 0.85, 0.7]) == 2
+
+
+def test_patience_allows_that_many_epochs_without_improvement():
+    assert _stopping_epoch(EarlyStopping(patience=2), [0.9, 0.95, 0.8, 0.85, 0.9, 0.7]) == 4
+
+
+def test_improvement_resets_the_wait():
+    stopper = EarlyStopping(patience=2)
+    assert _stopping_epoch(stopper, [0.9, 0.95, 0.8, 0.85]) is None
+    assert stopper.wait == 1 and stopper.best == 0.8
+
+
+def test_min_delta_requires_a_large_enough_improvement():
+    assert _stopping_epoch(EarlyStopping(min_delta=0.1), [1.0, 0.5, 0.45]) == 2
+    assert _stopping_epoch(EarlyStopping(min_delta=0.1), [1.0, 0.5, 0.35]) is None
+
+
+def test_auto_mode_maximises_accuracy():
+    stopper = EarlyStopping(monitor="val_acc")
+    assert stopper.mode == "max"
+    assert _stopping_epoch(stopper, [0.5, 0.6, 0.55], monitor="val_acc") == 2
+
+
+def test_explicit_max_mode_on_a_loss():
+    assert _stopping_epoch(EarlyStopping(mode="max"), [0.5, 0.6, 0.4]) == 2
+
+
+def test_missing_metric_warns_and_does_not_stop():
+    stopper = EarlyStopping()
+    state = {torchbearer.METRICS: {"loss": 1.0}, torchbearer.STOP_TRAINING: False}
+    with pytest.warns(UserWarning, match="Early Stopping: Failed to retrieve key `val_loss`"):
+        stopper.on_end_epoch(state)
+    assert state[torchbearer.STOP_TRAINING] is False and stopper.wait == 0
+
+
+def test_val_metric_is_skipped_silently_on_a_test_set_evaluation():
+    stopper = EarlyStopping()
+    state = {torchbearer.METRICS: {"test_loss": 1.0}, torchbearer.DATA: torchbearer.TEST_DATA}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stopper.on_end_epoch(state)
+    assert stopper.wait == 0
+
+
+def test_state_dict_round_trip_restores_wait_and_best_and_returns_self():
+    stopper = EarlyStopping(patience=3)
+    _stopping_epoch(stopper, [0.5, 0.7])
+    restored = EarlyStopping(patience=3)
+    assert restored.load_state_dict(stopper.state_dict()) is restored
+    assert restored.state_dict() == {"wait": 1, "best": 0.5}
+    assert _stopping_epoch(restored, [0.6, 0.6]) == 1  # waits 2 and 3: patience runs out
+
+
+def _trial(callbacks, lr, x, y):
+    model = torch.nn.Linear(4, 3)
+    trial = torchbearer.Trial(
+        model, torch.optim.SGD(model.parameters(), lr=lr), torch.nn.CrossEntropyLoss(), metrics=["loss"],
+        callbacks=callbacks, verbose=0,
+    )  # fmt: skip
+    return trial.with_train_data(x, y, batch_size=10, num_workers=0, shuffle=False)
+
+
+def test_trial_stops_once_patience_runs_out(classification_data):
+    x, y = classification_data
+    trial = _trial([EarlyStopping(monitor="loss", patience=2)], 0.0, x, y)  # lr 0: the loss never improves
+    history = trial.run(10)
+    assert len(history) == 3  # epoch 0 sets the best, epochs 1 and 2 wait, the run stops after epoch 2
+
+
+def test_trial_keeps_going_while_the_loss_improves(classification_data):
+    x, y = classification_data
+    history = _trial([EarlyStopping(monitor="loss")], 0.1, x, y).run(4)
+    assert len(history) == 4
+
+
+def test_step_on_batch_stops_inside_the_first_epoch(classification_data):
+    x, y = classification_data
+    x = x[:10].repeat(4, 1)  # four identical batches and lr 0: the running loss stays the same
+    y = y[:10].repeat(4)
+    steps = []
+    counter = on_step_training(lambda state: steps.append(state[torchbearer.BATCH]))
+    trial = _trial([EarlyStopping(monitor="running_loss", step_on_batch=True), counter], 0.0, x, y)
+    history = trial.run(2)
+    assert steps == [0, 1]  # step 0 sets the best, step 1 does not improve: stop
+    assert history == []

@@ -1,0 +1,312 @@
+"""Checkpointers: callbacks that save the trial (or just the model weights) to disk during ``run``.
+
+File names come from a format string filled with every state key (``epoch``, ``t``, ...) and every
+current metric (``loss``, ``val_acc``, ...), e.g. ``'model.{epoch:02d}-{val_loss:.2f}.pt'`` gives
+``model.03-0.42.pt``. Files are written atomically (:func:`torchbearer.io.atomic_save`), so a crash
+never leaves a half-written checkpoint, and contain only plain types, so
+``torch.load(path)`` (``weights_only=True``) or :func:`torchbearer.io.safe_load` reads them.
+
+A full checkpoint is ``trial.state_dict()``: resume with ``trial.load_state_dict(torch.load(path))``.
+With ``save_model_params_only=True`` it is the bare model's ``state_dict()``:
+``model.load_state_dict(torch.load(path))``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from torchbearer.bases import Callback, get_metric
+from torchbearer.callbacks.early_stopping import is_improvement, resolve_mode, worst_value
+from torchbearer.devices import unwrap_model
+from torchbearer.io import atomic_save
+from torchbearer.state import METRICS, MODEL, SELF
+
+DEFAULT_FILEPATH = "model.{epoch:02d}-{val_loss:.2f}.pt"
+
+
+class _FileNameFields:
+    """The fields a file name pattern may use: the metrics, then the state keys as strings.
+
+    Only the fields the pattern names are read, so formatting converts no other metric value.
+    """
+
+    def __init__(self, fileformat: str, state: Mapping) -> None:
+        self._fileformat = fileformat
+        self._state = {str(key): value for key, value in state.items()}
+        metrics = state.get(METRICS)
+        self._metrics = metrics if metrics is not None else {}
+
+    def __getitem__(self, field: str) -> Any:
+        if field in self._metrics:
+            return self._metrics[field]
+        if field in self._state:
+            return self._state[field]
+        raise KeyError(
+            f"checkpoint file name {self._fileformat!r} uses the field {field!r}, which is neither a metric nor a "
+            f"state key; available metrics: {sorted(map(str, self._metrics))}, state keys: {sorted(self._state)}. "
+            "The default pattern needs 'val_loss' (a validation set); pass a filepath that uses available fields."
+        )
+
+
+def checkpoint_path(fileformat: str, state: Mapping) -> str:
+    """Fill ``fileformat`` from the state keys and current metrics (metrics win on a clash).
+
+    Raises:
+        KeyError: The pattern names a field that is neither a metric nor a state key; the message
+            names it and lists the available ones.
+    """
+    return fileformat.format_map(_FileNameFields(fileformat, state))
+
+
+class _Checkpointer(Callback):
+    """Base of the checkpointers: names, writes and replaces checkpoint files.
+
+    Args:
+        fileformat: The file name pattern (see the module docstring). A folder in it is created
+            when missing.
+        save_model_params_only: Save only the model's ``state_dict()`` instead of the trial's.
+        pickle_module: Passed to :func:`torch.save`.
+        pickle_protocol: Passed to :func:`torch.save`.
+    """
+
+    def __init__(
+        self,
+        fileformat: str,
+        save_model_params_only: bool = False,
+        pickle_module: Any = torch.serialization.pickle,
+        pickle_protocol: int = torch.serialization.DEFAULT_PROTOCOL,
+    ) -> None:
+        self.fileformat = fileformat
+        self.save_model_params_only = save_model_params_only
+        self.pickle_module = pickle_module
+        self.pickle_protocol = pickle_protocol
+        self.most_recent: str | None = None
+        folder = os.path.dirname(fileformat)
+        if folder and "{" not in folder:  # a folder named by fields is made when the name is known
+            os.makedirs(folder, exist_ok=True)
+
+    def state_dict(self) -> dict:
+        return {"most_recent": self.most_recent}
+
+    def load_state_dict(self, state_dict: dict) -> _Checkpointer:
+        self.most_recent = state_dict.get("most_recent", self.most_recent)
+        return self
+
+    def save_checkpoint(self, model_state: Mapping, overwrite_most_recent: bool = False) -> str:
+        """Write a checkpoint for ``model_state`` and return its path.
+
+        Args:
+            model_state: The trial's state for this call.
+            overwrite_most_recent: Delete the file this checkpointer wrote last (if it has another
+                name); it is deleted only after the new file is complete.
+        """
+        path = checkpoint_path(self.fileformat, model_state)
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        atomic_save(self._content(model_state), path, self.pickle_module, self.pickle_protocol)
+        previous, self.most_recent = self.most_recent, path
+        if overwrite_most_recent and previous is not None and os.path.abspath(previous) != os.path.abspath(path):
+            _delete_old_file(previous)
+        return path
+
+    def _content(self, model_state: Mapping) -> dict:
+        if self.save_model_params_only:
+            return unwrap_model(model_state[MODEL]).state_dict()
+        return model_state[SELF].state_dict()
+
+
+def _delete_old_file(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        warnings.warn(
+            f"Failed to delete old file. Are you running two checkpointers with the same filename? (file: {path!r})",
+            stacklevel=3,
+        )
+
+
+class MostRecent(_Checkpointer):
+    """Save a checkpoint after every epoch, deleting the previous one, so only the latest exists.
+
+    Args:
+        filepath: The file name pattern, e.g. ``'checkpoints/latest.pt'`` or ``'model.{epoch:02d}.pt'``.
+        save_model_params_only: Save only the model's ``state_dict()`` instead of the trial's.
+        pickle_module: Passed to :func:`torch.save`.
+        pickle_protocol: Passed to :func:`torch.save`.
+
+    Example:
+        >>> trial = Trial(model, optimizer, loss, callbacks=[MostRecent('latest.pt')])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        filepath: str = DEFAULT_FILEPATH,
+        save_model_params_only: bool = False,
+        pickle_module: Any = torch.serialization.pickle,
+        pickle_protocol: int = torch.serialization.DEFAULT_PROTOCOL,
+    ) -> None:
+        super().__init__(filepath, save_model_params_only, pickle_module, pickle_protocol)
+        self.filepath = filepath
+
+    def on_checkpoint(self, state: dict) -> None:
+        self.save_checkpoint(state, overwrite_most_recent=True)
+
+
+class Best(_Checkpointer):
+    """Save a checkpoint whenever the monitored metric improves, deleting the previous best file.
+
+    Every ``period`` epochs the monitored value is compared with the best so far; it improves when
+    it beats it by more than ``min_delta``. The best value and the last file survive
+    ``state_dict`` / ``load_state_dict``, so a resumed run only saves when it beats the earlier best.
+
+    Args:
+        filepath: The file name pattern.
+        save_model_params_only: Save only the model's ``state_dict()`` instead of the trial's.
+        monitor: The metric to watch.
+        mode: ``'min'``, ``'max'`` or ``'auto'`` (``'max'`` if ``'acc'`` is in ``monitor``, else ``'min'``).
+        period: Check every this many epochs.
+        min_delta: The smallest change that counts as an improvement.
+        pickle_module: Passed to :func:`torch.save`.
+        pickle_protocol: Passed to :func:`torch.save`.
+
+    Example:
+        >>> best = Best('best.{epoch:02d}-{val_acc:.3f}.pt', monitor='val_acc')
+        >>> trial = Trial(model, optimizer, loss, metrics=['acc'], callbacks=[best])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        filepath: str = DEFAULT_FILEPATH,
+        save_model_params_only: bool = False,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        period: int = 1,
+        min_delta: float = 0,
+        pickle_module: Any = torch.serialization.pickle,
+        pickle_protocol: int = torch.serialization.DEFAULT_PROTOCOL,
+    ) -> None:
+        super().__init__(filepath, save_model_params_only, pickle_module, pickle_protocol)
+        self.filepath = filepath
+        self.monitor = monitor
+        self.mode = resolve_mode(mode, monitor)
+        self.period = period
+        self.min_delta = min_delta
+        self.epochs_since_last_save = 0
+        self.best: Any = None
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "epochs": self.epochs_since_last_save, "best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> Best:
+        super().load_state_dict(state_dict)
+        self.epochs_since_last_save = state_dict["epochs"]
+        self.best = state_dict["best"]
+        return self
+
+    def on_start(self, state: dict) -> None:
+        if self.best is None:
+            self.best = worst_value(self.mode)
+
+    def on_checkpoint(self, state: dict) -> None:
+        self.epochs_since_last_save += 1
+        if self.epochs_since_last_save < self.period:
+            return
+        self.epochs_since_last_save = 0
+        current = get_metric("Best Checkpoint", state, self.monitor)
+        if current is not None and is_improvement(current, self.best, self.mode, self.min_delta):
+            self.best = current
+            self.save_checkpoint(state, overwrite_most_recent=True)
+
+
+class Interval(_Checkpointer):
+    """Save a checkpoint every ``period`` epochs (or training steps), keeping every file.
+
+    With ``on_batch=True`` the count is of training steps and the file name may use the per-batch
+    metrics (e.g. ``'model.{epoch}-{t}.pt'``; ``t`` is the batch index); nothing is saved at the end
+    of an epoch.
+
+    Args:
+        filepath: The file name pattern; it should differ per save, or each save replaces the last.
+        save_model_params_only: Save only the model's ``state_dict()`` instead of the trial's.
+        period: Save every this many epochs (or steps).
+        on_batch: Count training steps instead of epochs.
+        pickle_module: Passed to :func:`torch.save`.
+        pickle_protocol: Passed to :func:`torch.save`.
+
+    Example:
+        >>> every_100 = Interval('steps/model.{epoch}-{t}.pt', period=100, on_batch=True)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        filepath: str = DEFAULT_FILEPATH,
+        save_model_params_only: bool = False,
+        period: int = 1,
+        on_batch: bool = False,
+        pickle_module: Any = torch.serialization.pickle,
+        pickle_protocol: int = torch.serialization.DEFAULT_PROTOCOL,
+    ) -> None:
+        super().__init__(filepath, save_model_params_only, pickle_module, pickle_protocol)
+        self.filepath = filepath
+        self.period = period
+        self.on_batch = on_batch
+        self.epochs_since_last_save = 0
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "epochs": self.epochs_since_last_save}
+
+    def load_state_dict(self, state_dict: dict) -> Interval:
+        super().load_state_dict(state_dict)
+        self.epochs_since_last_save = state_dict["epochs"]
+        return self
+
+    def on_step_training(self, state: dict) -> None:
+        if self.on_batch:
+            self._count(state)
+
+    def on_checkpoint(self, state: dict) -> None:
+        if not self.on_batch:
+            self._count(state)
+
+    def _count(self, state: dict) -> None:
+        self.epochs_since_last_save += 1
+        if self.epochs_since_last_save >= self.period:
+            self.epochs_since_last_save = 0
+            self.save_checkpoint(state)
+
+
+def ModelCheckpoint(  # noqa: N802  (a factory with the 0.5 class-like name)
+    filepath: str = DEFAULT_FILEPATH,
+    save_model_params_only: bool = False,
+    monitor: str = "val_loss",
+    save_best_only: bool = False,
+    mode: str = "auto",
+    period: int = 1,
+    min_delta: float = 0,
+) -> _Checkpointer:
+    """Make a checkpointer: :class:`Best` if ``save_best_only``, else :class:`Interval`.
+
+    Args:
+        filepath: The file name pattern.
+        save_model_params_only: Save only the model's ``state_dict()`` instead of the trial's.
+        monitor: The metric ``Best`` watches.
+        save_best_only: Keep only the best checkpoint (by ``monitor``) instead of one per ``period``.
+        mode: ``'min'``, ``'max'`` or ``'auto'``, for ``Best``.
+        period: Save (or check) every this many epochs.
+        min_delta: The smallest improvement, for ``Best``.
+
+    Returns:
+        A :class:`Best` or :class:`Interval` callback.
+
+    Example:
+        >>> checkpoint = ModelCheckpoint('best.pt', monitor='val_acc', save_best_only=True)
+    """
+    if save_best_only:
+        return Best(filepath, save_model_params_only, monitor, mode, period, min_delta)
+    return Interval(filepath, save_model_params_only, period)

@@ -1,0 +1,117 @@
+"""``CSVLogger``: one CSV row per epoch (and optionally per training batch), flushed as it is written."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from typing import Any, TextIO
+
+import torchbearer
+from torchbearer.bases import Callback
+from torchbearer.callbacks.tensor_board import is_rank_zero
+
+
+def _read_header(filename: str, separator: str) -> list[str]:
+    """Return the first row of ``filename`` (its header), or ``[]`` when the file is missing or empty."""
+    if not os.path.isfile(filename) or os.path.getsize(filename) == 0:
+        return []
+    with open(filename, newline="") as file:
+        return next(csv.reader(file, delimiter=separator), [])
+
+
+class CSVLogger(Callback):
+    """Write the metrics to a CSV file: a row per epoch, and with ``batch_granularity`` a row per training step.
+
+    Every row is flushed as soon as it is written, so a crash loses at most the row being written. The header
+    always lists every column that appears in the file: when a row brings new columns (the validation metrics
+    of the first epoch row, after the per-batch rows) the header is extended and earlier rows are padded with
+    empty cells, by rewriting the file once (atomically).
+
+    Args:
+        filename: Path of the CSV file; missing parent directories are created.
+        separator: The one-character field delimiter.
+        batch_granularity: If True, also write a row (``epoch``, ``batch`` and the running metrics) after every
+            training step. Reading the batch metrics moves them to the host: one sync per training step.
+        write_header: If True, the first line of the file names the columns.
+        append: If True, add to an existing file (keeping its header and columns) instead of truncating it.
+
+    Raises:
+        ValueError: If ``separator`` is not a single character.
+
+    Example:
+        >>> logger = CSVLogger('log.csv', batch_granularity=True)
+        >>> Trial(model, optimizer, loss, callbacks=[logger]).with_train_data(x, y).run(3)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        filename: str,
+        separator: str = ",",
+        batch_granularity: bool = False,
+        write_header: bool = True,
+        append: bool = False,
+    ) -> None:
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger separator must be a single character such as ',' or '\\t', got {separator!r}")
+        self.filename = filename
+        self.separator = separator
+        self.batch_granularity = batch_granularity
+        self.write_header = write_header
+        self.append = append
+        self._file: TextIO | None = None
+        self._columns: list[str] = []
+        self._header_in_file = False
+
+    def on_start(self, state: dict) -> None:
+        if not is_rank_zero():  # in a distributed run only rank zero writes the file
+            return
+        directory = os.path.dirname(self.filename)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        existing_header = _read_header(self.filename, self.separator) if self.append and self.write_header else []
+        self._columns = list(existing_header)
+        self._header_in_file = bool(existing_header)
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+
+    def on_step_training(self, state: dict) -> None:
+        if self.batch_granularity:
+            # state[METRICS] is a LazyMetrics: reading its items moves the batch's values to the host (a sync).
+            metrics = dict(state[torchbearer.METRICS].items())
+            self._write_row({"epoch": state[torchbearer.EPOCH], "batch": state[torchbearer.BATCH], **metrics})
+
+    def on_end_epoch(self, state: dict) -> None:
+        self._write_row({"epoch": state[torchbearer.EPOCH], **state[torchbearer.METRICS]})
+
+    def on_end(self, state: dict) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        new_columns = [name for name in row if name not in self._columns]
+        self._columns.extend(new_columns)
+        if new_columns and self._header_in_file:
+            self._rewrite_with_header()
+        writer = csv.DictWriter(self._file, fieldnames=self._columns, delimiter=self.separator, restval="")
+        if self.write_header and not self._header_in_file:
+            writer.writeheader()
+            self._header_in_file = True
+        writer.writerow(row)
+        self._file.flush()
+
+    def _rewrite_with_header(self) -> None:
+        """Replace the file's header with the current columns and pad every earlier row to their number."""
+        self._file.close()
+        with open(self.filename, newline="") as file:
+            rows = list(csv.reader(file, delimiter=self.separator))
+        width = len(self._columns)
+        padded = [row + [""] * (width - len(row)) for row in rows[1:]]
+        directory = os.path.dirname(os.path.abspath(self.filename))
+        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".csv.tmp")
+        with os.fdopen(handle, "w", newline="") as file:
+            csv.writer(file, delimiter=self.separator).writerows([self._columns, *padded])
+        os.replace(temporary, self.filename)
+        self._file = open(self.filename, "a", newline="")

@@ -1,0 +1,85 @@
+"""``'acc'``: the accuracy that suits the criterion (categorical, binary, squared error, ...).
+
+``__loss_map__`` maps a criterion's name to the metric class ``'acc'`` becomes; extensions add
+entries (``torchbearer.callbacks.mixup`` maps ``'mixup_loss'`` to ``MixupAcc``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchbearer.bases import Metric
+from torchbearer.metrics.decorators import default_for_key
+from torchbearer.metrics.primitives import BinaryAccuracy, CategoricalAccuracy, MeanSquaredError
+from torchbearer.state import CRITERION
+
+__loss_map__: dict[str, type] = {
+    "CrossEntropyLoss": CategoricalAccuracy,
+    "NLLLoss": CategoricalAccuracy,
+    "cross_entropy": CategoricalAccuracy,
+    "nll_loss": CategoricalAccuracy,
+    "MSELoss": MeanSquaredError,
+    "mse_loss": MeanSquaredError,
+    "BCELoss": BinaryAccuracy,
+    "BCEWithLogitsLoss": BinaryAccuracy,
+    "binary_cross_entropy": BinaryAccuracy,
+    "binary_cross_entropy_with_logits": BinaryAccuracy,
+}
+
+_UNSET = object()
+
+
+def criterion_name(criterion: Any) -> str:
+    """The name ``'acc'`` resolves by: the criterion's ``__name__``, else its class name."""
+    return getattr(criterion, "__name__", type(criterion).__name__)
+
+
+@default_for_key("accuracy")
+@default_for_key("acc")
+class DefaultAccuracy(Metric):
+    """Accuracy chosen by the criterion at the first :meth:`reset`; categorical accuracy until then.
+
+    The criterion's name is looked up in :data:`__loss_map__` (``CrossEntropyLoss`` → ``acc``,
+    ``BCELoss`` → ``binary_acc``, ``MSELoss`` → ``mse``, ...); any other criterion keeps categorical
+    accuracy. The choice is made once per instance; every other call goes to the chosen metric.
+
+    Example:
+        >>> trial = Trial(model, optimizer, nn.BCELoss(), metrics=['acc'])  # doctest: +SKIP
+        >>> # reports running_binary_acc, binary_acc, val_binary_acc
+    """
+
+    def __init__(self) -> None:
+        self.metric: Metric = CategoricalAccuracy()
+        super().__init__(self.metric.name)
+        self._resolved = False
+        self._eval_key: Any = _UNSET  # _UNSET while training, else the data key given to eval
+
+    def _resolve(self, state: Any) -> None:
+        criterion = state[CRITERION] if CRITERION in state else None
+        metric_class = __loss_map__.get(criterion_name(criterion))
+        self._resolved = True
+        if metric_class is None:
+            return
+        self.metric = metric_class()
+        self.name = self.metric.name
+        if self._eval_key is not _UNSET:
+            self.metric.eval(data_key=self._eval_key)
+
+    def reset(self, state: Any) -> None:
+        if not self._resolved:
+            self._resolve(state)
+        self.metric.reset(state)
+
+    def process(self, *args: Any) -> Any:
+        return self.metric.process(*args)
+
+    def process_final(self, *args: Any) -> Any:
+        return self.metric.process_final(*args)
+
+    def train(self) -> None:
+        self._eval_key = _UNSET
+        self.metric.train()
+
+    def eval(self, data_key: Any = None) -> None:
+        self._eval_key = data_key
+        self.metric.eval(data_key=data_key)

@@ -1,0 +1,226 @@
+"""Metric containers (:class:`MetricList`, :class:`MetricTree`), :class:`AdvancedMetric` and the default registry.
+
+The registry maps the strings users write in ``Trial(metrics=['acc', 'loss'])`` to metrics. It is
+filled when :mod:`torchbearer.metrics` is imported (the built-ins register themselves with
+:func:`~torchbearer.metrics.decorators.default_for_key`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from torchbearer.bases import Metric
+
+_DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
+
+
+def add_default(key: str, metric: Any, *args: Any, **kwargs: Any) -> None:
+    """Register ``metric`` under the string ``key``; a later registration of the same key replaces it.
+
+    Args:
+        key: The string users write in a metric list.
+        metric: A metric class (instantiated with ``*args, **kwargs`` at every lookup) or a metric
+            instance (returned as is, so every lookup shares it).
+        *args: Positional arguments for the class.
+        **kwargs: Keyword arguments for the class.
+    """
+    _DEFAULTS[key] = (metric, args, kwargs)
+
+
+def _unknown_key_message(key: str) -> str:
+    message = f"metric {key!r} is unknown; known metrics: {', '.join(sorted(_DEFAULTS))}"
+    close = difflib.get_close_matches(key, _DEFAULTS, n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return message + " (register new keys with torchbearer.metrics.default_for_key)"
+
+
+def get_default(key: str) -> Metric:
+    """Return the metric registered under ``key``: a new instance for a class, the instance itself otherwise.
+
+    Raises:
+        KeyError: If nothing is registered under ``key``; the message lists the known keys.
+    """
+    if key not in _DEFAULTS:
+        raise KeyError(_unknown_key_message(key))
+    metric, args, kwargs = _DEFAULTS[key]
+    return metric(*args, **kwargs) if isinstance(metric, type) else metric
+
+
+def _merge(outputs: Iterable[tuple[Metric, Any]], method: str) -> dict:
+    """Merge metric outputs into one dict (later names win); ``None`` outputs are skipped."""
+    merged: dict = {}
+    for metric, output in outputs:
+        if output is None:
+            continue
+        if not isinstance(output, dict):
+            raise TypeError(
+                f"metric {metric.name!r} returned a {type(output).__name__} from {method}; a top-level metric "
+                "must return a {name: value} dict or None. Wrap it with torchbearer.metrics.to_dict or an "
+                "aggregator such as torchbearer.metrics.mean"
+            )
+        merged.update(output)
+    return merged
+
+
+class MetricList(Metric):
+    """All the metrics of a Trial: strings are looked up in the default registry, nested lists are flattened.
+
+    ``process`` and ``process_final`` run every metric without gradients and merge their outputs
+    into one dict (a later metric overwrites an equal name).
+
+    Args:
+        metric_list: Metrics and/or registered strings (``'acc'``, ``'loss'``, ...).
+
+    Raises:
+        KeyError: If a string is not registered.
+        TypeError: If an entry is neither a metric nor a string.
+
+    Example:
+        >>> metrics = MetricList(['acc', 'loss'])
+        >>> str(metrics)
+        "['acc', 'loss']"
+    """
+
+    def __init__(self, metric_list: Iterable[Any]) -> None:
+        super().__init__("metric_list")
+        self.metric_list: list[Metric] = []
+        for entry in metric_list:
+            self.metric_list.extend(self._resolve(entry))
+
+    @staticmethod
+    def _resolve(entry: Any) -> list[Metric]:
+        if isinstance(entry, MetricList):
+            return list(entry.metric_list)
+        if isinstance(entry, Metric):  # before str: a StateKey is both
+            return [entry]
+        if isinstance(entry, str):
+            return [get_default(entry)]
+        raise TypeError(
+            f"metric {entry!r} of type {type(entry).__name__} is neither a torchbearer Metric nor a registered "
+            "name; pass a Metric instance or a string such as 'acc' or 'loss'"
+        )
+
+    @torch.no_grad()
+    def process(self, *args: Any) -> dict:
+        """Per-batch values of every metric, merged."""
+        return _merge(((metric, metric.process(*args)) for metric in self.metric_list), "process")
+
+    @torch.no_grad()
+    def process_final(self, *args: Any) -> dict:
+        """End-of-pass values of every metric, merged."""
+        return _merge(((metric, metric.process_final(*args)) for metric in self.metric_list), "process_final")
+
+    def train(self) -> None:
+        for metric in self.metric_list:
+            metric.train()
+
+    def eval(self, data_key: Any = None) -> None:
+        for metric in self.metric_list:
+            metric.eval(data_key=data_key)
+
+    def reset(self, state: Any) -> None:
+        for metric in self.metric_list:
+            metric.reset(state)
+
+    def __str__(self) -> str:
+        return str([str(metric) for metric in self.metric_list])
+
+
+class MetricTree(Metric):
+    """A root metric whose output feeds child metrics (aggregators); the children's outputs are the result.
+
+    If the root returns a dict, its first value is passed on. The root's own value is not part of
+    the output.
+
+    Args:
+        metric: The root metric; the tree takes its name.
+
+    Example:
+        >>> tree = MetricTree(torchbearer.LOSS)  # doctest: +SKIP
+        >>> tree.add_child(ToDict(Mean('loss')))  # doctest: +SKIP
+    """
+
+    def __init__(self, metric: Metric) -> None:
+        super().__init__(metric.name)
+        self.root = metric
+        self.children: list[Metric] = []
+
+    def add_child(self, child: Metric) -> None:
+        """Append a metric that receives the root's output."""
+        self.children.append(child)
+
+    @staticmethod
+    def _unwrap(value: Any) -> Any:
+        return next(iter(value.values())) if isinstance(value, dict) else value
+
+    def process(self, *args: Any) -> dict:
+        value = self._unwrap(self.root.process(*args))
+        return _merge(((child, child.process(value)) for child in self.children), "process")
+
+    def process_final(self, *args: Any) -> dict:
+        value = self._unwrap(self.root.process_final(*args))
+        return _merge(((child, child.process_final(value)) for child in self.children), "process_final")
+
+    def train(self) -> None:
+        self.root.train()
+        for child in self.children:
+            child.train()
+
+    def eval(self, data_key: Any = None) -> None:
+        self.root.eval(data_key=data_key)
+        for child in self.children:
+            child.eval(data_key=data_key)
+
+    def reset(self, state: Any) -> None:
+        self.root.reset(state)
+        for child in self.children:
+            child.reset(state)
+
+
+class AdvancedMetric(Metric):
+    """A metric with separate code paths for training and evaluation.
+
+    Override any of :meth:`process_train`, :meth:`process_validate`, :meth:`process_final_train`
+    and :meth:`process_final_validate`; :meth:`process` and :meth:`process_final` pick the one for
+    the current mode (training until :meth:`eval` is called).
+
+    Args:
+        name: The metric's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._validating = False
+
+    def process_train(self, *args: Any) -> Any:
+        """Per-batch value in training mode."""
+        return None
+
+    def process_validate(self, *args: Any) -> Any:
+        """Per-batch value in evaluation mode."""
+        return None
+
+    def process_final_train(self, *args: Any) -> Any:
+        """End-of-pass value in training mode."""
+        return None
+
+    def process_final_validate(self, *args: Any) -> Any:
+        """End-of-pass value in evaluation mode."""
+        return None
+
+    def process(self, *args: Any) -> Any:
+        return self.process_validate(*args) if self._validating else self.process_train(*args)
+
+    def process_final(self, *args: Any) -> Any:
+        return self.process_final_validate(*args) if self._validating else self.process_final_train(*args)
+
+    def eval(self, data_key: Any = None) -> None:
+        self._validating = True
+
+    def train(self) -> None:
+        self._validating = False
