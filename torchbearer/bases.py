@@ -214,19 +214,23 @@ enable_grad = torch.enable_grad
 def base_closure(x, model, y_pred, y_true, crit, loss, opt) -> Callable[[dict], Any]:
     """Build a training closure over the given state keys.
 
-    The closure zeroes gradients, runs the forward pass and the criterion, runs backward, calls
-    ``on_forward``, ``on_criterion`` and ``on_backward`` between them, and returns the loss so
-    closure-based optimizers (LBFGS) work. It does not step the optimizer.
+    The closure zeroes gradients (at the start of an accumulation group), runs the forward pass and
+    the criterion (under autocast when mixed precision is on), runs backward, calls ``on_forward``,
+    ``on_criterion`` and ``on_backward`` between them, and returns the loss so closure-based
+    optimizers (LBFGS) work. It does not step the optimizer.
     """
+    from torchbearer import precision
     from torchbearer.calling import call_criterion, call_model
 
     def closure(state: dict) -> Any:
-        state[opt].zero_grad()
-        state[y_pred] = call_model(state, state[model], state[x])
-        state[_keys.CALLBACK_LIST].on_forward(state)
-        state[loss] = call_criterion(state, state[crit], state[y_pred], state[y_true])
-        state[_keys.CALLBACK_LIST].on_criterion(state)
-        state[loss].backward(**state[_keys.BACKWARD_ARGS])
+        if precision.starts_accumulation(state):
+            state[opt].zero_grad()
+        with precision.autocast(state):
+            state[y_pred] = call_model(state, state[model], state[x])
+            state[_keys.CALLBACK_LIST].on_forward(state)
+            state[loss] = call_criterion(state, state[crit], state[y_pred], state[y_true])
+            state[_keys.CALLBACK_LIST].on_criterion(state)
+        precision.backward(state, state[loss])
         state[_keys.CALLBACK_LIST].on_backward(state)
         return state[loss]
 

@@ -90,8 +90,9 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         takes_state = None
     if takes_state is None:
         takes_state = _declares_state(model)
-    if takes_state is None:
-        return _call_model_and_learn(state, model, args, x)
+        if takes_state is None:
+            return _call_model_and_learn(state, model, args, x)
+        _remember(_PASS_STATE, model, takes_state)
     try:
         return model(*args, state=state) if takes_state else model(*args)
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
@@ -150,6 +151,8 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
         takes_state = None
     if takes_state is None:
         takes_state = _takes_state(criterion)
+        if takes_state is not None:
+            _remember(_STATE_CRITERION, criterion, takes_state)
     if takes_state is None:
         try:
             loss = criterion(state)

@@ -13,6 +13,7 @@ import torch
 
 from torchbearer.calling import call_criterion, call_model
 from torchbearer.metric_values import LazyMetrics, end_of_pass
+from torchbearer.precision import autocast, optimizer_step
 from torchbearer.state import (
     BATCH,
     CALLBACK_LIST,
@@ -22,7 +23,6 @@ from torchbearer.state import (
     METRIC_LIST,
     METRICS,
     MODEL,
-    OPTIMIZER,
     SAMPLER,
     STEPS,
     STOP_TRAINING,
@@ -39,7 +39,10 @@ def batch_indices(steps: int) -> Iterable[int]:
 
 def train_pass(state: dict, closure: Callable[[dict], object]) -> None:
     """One training pass: for each batch, load → ``on_sample`` → optimizer step over the closure
-    (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``."""
+    (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``.
+
+    Nothing here waits for the device: metric values stay tensors until the end of the pass.
+    """
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
     state[MODEL].train()
     metric_list.train()
@@ -50,7 +53,7 @@ def train_pass(state: dict, closure: Callable[[dict], object]) -> None:
         state[BATCH] = batch
         state[SAMPLER](state)
         callbacks.on_sample(state)
-        state[OPTIMIZER].step(lambda: closure(state))
+        optimizer_step(state, closure)  # zero_grad → forward → criterion → backward, then the step
         state[METRICS] = LazyMetrics(metric_list.process(state.data))
         callbacks.on_step_training(state)
         if state[STOP_TRAINING]:
@@ -74,11 +77,13 @@ def validation_pass(state: dict) -> None:
             state[BATCH] = batch
             state[SAMPLER](state)
             callbacks.on_sample_validation(state)
-            state[Y_PRED] = call_model(state, state[MODEL], state[X])
-            callbacks.on_forward_validation(state)
+            with autocast(state):
+                state[Y_PRED] = call_model(state, state[MODEL], state[X])
+                callbacks.on_forward_validation(state)
+                if Y_TRUE in state:
+                    state[LOSS] = call_criterion(state, state[CRITERION], state[Y_PRED], state[Y_TRUE])
+                    callbacks.on_criterion_validation(state)
             if Y_TRUE in state:
-                state[LOSS] = call_criterion(state, state[CRITERION], state[Y_PRED], state[Y_TRUE])
-                callbacks.on_criterion_validation(state)
                 state[METRICS] = LazyMetrics(metric_list.process(state.data))
             callbacks.on_step_validation(state)
             if state[STOP_TRAINING]:

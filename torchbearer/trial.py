@@ -29,6 +29,9 @@ from torchbearer.loading import (
 from torchbearer.loop import train_pass, validation_pass
 from torchbearer.metrics import MetricList
 from torchbearer.state import (
+    ACCUMULATION_STEPS,
+    AUTOCAST_DTYPE,
+    GRAD_SCALER,
     BACKWARD_ARGS,
     CALLBACK_LIST,
     CRITERION,
@@ -317,6 +320,9 @@ class Trial:
                 TEST_DATA: None,
                 INF_TRAIN_LOADING: False,
                 LOADER: None,
+                AUTOCAST_DTYPE: None,
+                GRAD_SCALER: None,
+                ACCUMULATION_STEPS: 1,
             }
         )
         if criterion is None:
@@ -476,6 +482,52 @@ class Trial:
     def with_closure(self, closure) -> Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
         self.closure = closure
+        return self
+
+    # ----------------------------------------------------------------------------------- speed
+    def with_precision(self, precision: str = "bf16") -> Trial:
+        """Train and evaluate under mixed precision: ``'bf16'``, ``'fp16'`` or ``'fp32'`` (off).
+
+        ``bf16`` autocasts the forward pass and criterion; ``fp16`` also scales the loss with a
+        ``torch.amp.GradScaler`` (skipping steps whose gradients overflow, saved in ``state_dict``).
+        Call it after ``to(device)``. Gradient clipping callbacks unscale the gradients first.
+
+        Example:
+            >>> Trial(model, optimizer, loss).to('cuda').with_precision('bf16')  # doctest: +SKIP
+        """
+        from torchbearer.precision import autocast_dtype, device_type
+
+        dtype = autocast_dtype(precision)
+        self.state[AUTOCAST_DTYPE] = dtype
+        scaler = None
+        if dtype is torch.float16:
+            scaler = torch.amp.GradScaler(device_type(self.state[DEVICE]))
+        self.state[GRAD_SCALER] = scaler
+        return self
+
+    def with_compile(self, **compile_kwargs) -> Trial:
+        """Compile the model with ``torch.compile(model, **compile_kwargs)``.
+
+        State dicts and checkpoints still hold the plain model's keys (no ``_orig_mod.`` prefix),
+        so they load into an uncompiled model.
+        """
+        model = self.state[MODEL]
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigurationError(f"with_compile needs an nn.Module model, got {type(model).__name__}")
+        if unwrap_model(model) is model:
+            self.state[MODEL] = torch.compile(model, **compile_kwargs)
+        return self
+
+    def with_accumulation(self, steps: int) -> Trial:
+        """Add up the gradients of ``steps`` batches before each optimizer step.
+
+        The loss of each batch is divided by ``steps``, so with a mean-reduced loss one step over
+        ``steps`` batches equals one step over their concatenation (for models without batch
+        statistics). Under DistributedDataParallel the gradient all-reduce runs only on the last one.
+        """
+        if not isinstance(steps, int) or steps < 1:
+            raise ConfigurationError(f"with_accumulation needs a positive int number of batches, got {steps!r}")
+        self.state[ACCUMULATION_STEPS] = steps
         return self
 
     # ----------------------------------------------------------------------------------- passes
@@ -727,6 +779,7 @@ class Trial:
             str(OPTIMIZER): self.state[OPTIMIZER].state_dict(),
             str(HISTORY): [dict(record) for record in self.state[HISTORY]],
             str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
+            **({str(GRAD_SCALER): self.state[GRAD_SCALER].state_dict()} if self.state[GRAD_SCALER] is not None else {}),
         }
 
     def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
@@ -756,6 +809,8 @@ class Trial:
             self.state[HISTORY][:] = [dict(record) for record in state_dict[HISTORY]]
         if CALLBACK_LIST in state_dict:
             self.state[CALLBACK_LIST].load_state_dict(state_dict[CALLBACK_LIST])
+        if GRAD_SCALER in state_dict and self.state[GRAD_SCALER] is not None:
+            self.state[GRAD_SCALER].load_state_dict(state_dict[GRAD_SCALER])
         return self
 
 

@@ -3,7 +3,6 @@ import sys
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import torchbearer
 from torchbearer.bases import Callback
@@ -16,6 +15,8 @@ from torchbearer.callbacks.tensor_board import (
     TensorBoardText,
     VisdomParams,
 )
+
+EventAccumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
 
 
 class TinyConvNet(torch.nn.Module):
@@ -273,8 +274,7 @@ def test_projector_writes_data_once_and_features_every_epoch(tmp_path):
 
 
 def test_falls_back_to_tensorboardx_without_torch_tensorboard(tmp_path, monkeypatch):
-    import tensorboardX
-
+    tensorboardX = pytest.importorskip("tensorboardX")
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     writer = tensor_board.get_writer(str(tmp_path), "test")
     assert isinstance(writer, tensorboardX.SummaryWriter)

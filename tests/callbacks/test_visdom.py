@@ -116,6 +116,7 @@ def _trial(callbacks, images=False):
     return trial.with_train_data(x, y, batch_size=10).with_val_data(x, y, batch_size=10)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # no metric or graph write may fail
 def test_epoch_metrics_arrive_as_line_plots(params):
     history = _trial([TensorBoard(visdom=True, visdom_params=params)]).run(2)
 

@@ -104,6 +104,9 @@ class _Checkpointer(Callback):
             model_state: The trial's state for this call.
             overwrite_most_recent: Delete the file this checkpointer wrote last (if it has another
                 name); it is deleted only after the new file is complete.
+
+        Returns:
+            The path written.
         """
         path = checkpoint_path(self.fileformat, model_state)
         folder = os.path.dirname(path)

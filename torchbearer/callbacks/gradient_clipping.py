@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from torchbearer import precision
+
 from torchbearer.bases import Callback
 from torchbearer.state import MODEL
 
@@ -49,6 +51,9 @@ class GradientNormClipping(Callback):
             self.params = trainable_params(state)
 
     def on_backward(self, state: dict) -> None:
+        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
+            return
+        precision.unscale_gradients(state)
         torch.nn.utils.clip_grad_norm_(self.params, self.max_norm, norm_type=self.norm_type)
 
 
@@ -74,4 +79,7 @@ class GradientClipping(Callback):
             self.params = trainable_params(state)
 
     def on_backward(self, state: dict) -> None:
+        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
+            return
+        precision.unscale_gradients(state)
         torch.nn.utils.clip_grad_value_(self.params, self.clip_value)

@@ -16,9 +16,8 @@ import re
 import sys
 from typing import Any
 
-import torchbearer
 from torchbearer.bases import Metric
-from torchbearer.metrics.wrappers import _eval_flag
+from torchbearer.state import Y_PRED, Y_TRUE
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -67,8 +66,8 @@ class TorchMetric(Metric):
         self,
         metric: Any,
         name: str | None = None,
-        pred_key: str = torchbearer.Y_PRED,
-        target_key: str = torchbearer.Y_TRUE,
+        pred_key: str = Y_PRED,
+        target_key: str = Y_TRUE,
     ) -> None:
         super().__init__(name if name is not None else snake_case(type(metric).__name__))
         self.pred_key = pred_key
@@ -90,6 +89,9 @@ class TorchMetric(Metric):
         self._prefix = ""
 
     def eval(self, data_key: Any = None) -> None:
+        # Imported here: torchbearer.metrics imports this module to wrap torchmetrics objects.
+        from torchbearer.metrics.wrappers import _eval_flag
+
         self._active = self.eval_metric
         self._prefix = f"{_eval_flag(data_key)}_"
 

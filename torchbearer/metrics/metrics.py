@@ -74,7 +74,8 @@ class MetricList(Metric):
     into one dict (a later metric overwrites an equal name).
 
     Args:
-        metric_list: Metrics and/or registered strings (``'acc'``, ``'loss'``, ...).
+        metric_list: Metrics, registered strings (``'acc'``, ``'loss'``, ...) and/or ``torchmetrics``
+            metrics (wrapped in :class:`~torchbearer.integrations.torchmetrics.TorchMetric`).
 
     Raises:
         KeyError: If a string is not registered.
@@ -100,9 +101,14 @@ class MetricList(Metric):
             return [entry]
         if isinstance(entry, str):
             return [get_default(entry)]
+        from torchbearer.integrations.torchmetrics import maybe_wrap  # here: that module imports this package
+
+        wrapped = maybe_wrap(entry)
+        if wrapped is not None:
+            return [wrapped]
         raise TypeError(
             f"metric {entry!r} of type {type(entry).__name__} is neither a torchbearer Metric nor a registered "
-            "name; pass a Metric instance or a string such as 'acc' or 'loss'"
+            "name; pass a Metric instance, a torchmetrics metric or a string such as 'acc' or 'loss'"
         )
 
     @torch.no_grad()

@@ -1,0 +1,106 @@
+"""Mixed precision, gradient accumulation and torch.compile through Trial (all on the CPU)."""
+
+import pytest
+import torch
+from torch import nn
+
+import torchbearer
+from torchbearer import Trial
+from torchbearer.callbacks import GradientNormClipping, on_backward, on_forward
+
+
+def _regression_data(samples=32):
+    x = torch.randn(samples, 4)
+    return x, x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+def _trial(model, lr=0.05, callbacks=(), metrics=("loss",)):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    return Trial(model, optimizer, nn.MSELoss(), list(metrics), list(callbacks), verbose=0)
+
+
+def test_bf16_autocasts_the_forward_pass_and_still_trains():
+    dtypes = []
+
+    @on_forward
+    def record(state):
+        dtypes.append(state[torchbearer.Y_PRED].dtype)
+
+    x, y = _regression_data()
+    trial = _trial(nn.Linear(4, 1), callbacks=[record]).with_precision("bf16")
+    history = trial.with_train_data(x, y, batch_size=8, num_workers=0).run(10)
+    assert set(dtypes) == {torch.bfloat16}
+    assert history[-1]["loss"] < history[0]["loss"] * 0.5
+
+
+def test_fp16_uses_a_grad_scaler_saved_in_the_state_dict():
+    x, y = _regression_data()
+    trial = _trial(nn.Linear(4, 1)).with_precision("fp16").with_train_data(x, y, batch_size=8, num_workers=0)
+    trial.run(2)
+    state_dict = trial.state_dict()
+    assert "scale" in state_dict["grad_scaler"]
+    restored = _trial(nn.Linear(4, 1)).with_precision("fp16")
+    restored.load_state_dict(state_dict)
+    assert restored.state[torchbearer.GRAD_SCALER].get_scale() == trial.state[torchbearer.GRAD_SCALER].get_scale()
+
+
+def test_fp16_skips_a_step_whose_gradients_overflow():
+    model = nn.Linear(4, 1)
+
+    @on_backward
+    def poison(state):
+        model.weight.grad.fill_(float("inf"))
+
+    x, y = _regression_data(8)
+    trial = _trial(model, callbacks=[poison]).with_precision("fp16")
+    before = model.weight.detach().clone()
+    scale_before = trial.state[torchbearer.GRAD_SCALER].get_scale()
+    trial.with_train_data(x, y, batch_size=8, num_workers=0).run(1)
+    assert torch.equal(model.weight, before)
+    assert trial.state[torchbearer.GRAD_SCALER].get_scale() < scale_before
+
+
+def test_gradient_clipping_sees_unscaled_gradients_under_fp16():
+    model = nn.Linear(4, 1)
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    x, y = _regression_data()
+    trial = _trial(model, lr=0.05, callbacks=[GradientNormClipping(0.5)]).with_precision("fp16")
+    trial.with_train_data(x * 10, y * 10, batch_size=8, num_workers=0).run(5)
+    moved = torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in model.parameters()]) - before)
+    # Each applied step moves by lr * 0.5 at most; clipping the still-scaled gradients would move ~1e-6.
+    assert 0.02 < moved.item() <= 20 * 0.05 * 0.5 + 1e-4
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision 'fp8' is unknown"):
+        _trial(nn.Linear(4, 1)).with_precision("fp8")
+
+
+def test_accumulation_equals_one_step_over_the_concatenated_batch():
+    x, y = _regression_data(32)
+    torch.manual_seed(1)
+    accumulated = nn.Linear(4, 1)
+    whole = nn.Linear(4, 1)
+    whole.load_state_dict(accumulated.state_dict())
+    _trial(accumulated).with_accumulation(4).with_train_data(x, y, batch_size=2, shuffle=False, num_workers=0).run(3)
+    _trial(whole).with_train_data(x, y, batch_size=8, shuffle=False, num_workers=0).run(3)
+    assert torch.allclose(accumulated.weight, whole.weight, atol=1e-6)
+    assert torch.allclose(accumulated.bias, whole.bias, atol=1e-6)
+
+
+def test_accumulation_needs_a_positive_int():
+    with pytest.raises(torchbearer.errors.ConfigurationError, match="positive int"):
+        _trial(nn.Linear(4, 1)).with_accumulation(0)
+
+
+def test_compiled_model_trains_and_saves_plain_keys(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    x, y = _regression_data()
+    trial = _trial(model).with_compile().with_train_data(x, y, batch_size=8, num_workers=0)
+    history = trial.run(3)
+    assert history[-1]["loss"] < history[0]["loss"]
+    path = tmp_path / "compiled.pt"
+    torch.save(trial.state_dict(), path)
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    plain.load_state_dict(torch.load(path)["model"])
+    assert torch.equal(plain[0].weight, model[0].weight)

@@ -1,0 +1,119 @@
+"""Mixed precision and gradient accumulation: how a training step runs backward and steps the optimizer.
+
+``Trial.with_precision('bf16' | 'fp16')`` puts an autocast dtype (and for fp16 a ``GradScaler``)
+in the state; ``Trial.with_accumulation(n)`` sets how many batches add their gradients before the
+optimizer steps. The closure and the loop ask this module, so a plain fp32 step stays exactly
+``optimizer.step(closure)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from torchbearer.state import (
+    ACCUMULATION_STEPS,
+    AUTOCAST_DTYPE,
+    BACKWARD_ARGS,
+    BATCH,
+    DEVICE,
+    GRAD_SCALER,
+    MODEL,
+    OPTIMIZER,
+    STEPS,
+)
+
+PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype for a precision name.
+
+    Raises:
+        ValueError: the name is not one of ``fp32``, ``bf16``, ``fp16``.
+    """
+    try:
+        return PRECISIONS[str(precision).lower()]
+    except KeyError:
+        raise ValueError(f"precision {precision!r} is unknown; use one of 'fp32', 'bf16', 'fp16'") from None
+
+
+def device_type(device: Any) -> str:
+    """``'cuda'``, ``'cpu'``, ... for a device given as a string, index or ``torch.device``."""
+    return torch.device(device).type
+
+
+def autocast(state: dict) -> contextlib.AbstractContextManager:
+    """Autocast for the forward pass and criterion, or a no-op at full precision."""
+    dtype = state.get(AUTOCAST_DTYPE)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type(state[DEVICE]), dtype=dtype)
+
+
+def _micro_batch(state: dict) -> tuple[int, int]:
+    """(position of this batch in its accumulation group, size of the group)."""
+    group = state.get(ACCUMULATION_STEPS) or 1
+    return state.get(BATCH, 0) % group, group
+
+
+def starts_accumulation(state: dict) -> bool:
+    """True on the first batch of an accumulation group: the time to zero the gradients."""
+    return _micro_batch(state)[0] == 0
+
+
+def steps_optimizer(state: dict) -> bool:
+    """True when this batch ends an accumulation group (or the pass): the optimizer steps after it."""
+    position, group = _micro_batch(state)
+    steps = state.get(STEPS, -1)
+    return position == group - 1 or (steps != -1 and state.get(BATCH, 0) == steps - 1)
+
+
+def backward(state: dict, loss: torch.Tensor) -> None:
+    """``loss.backward()``, divided over the accumulation group and scaled for fp16."""
+    group = state.get(ACCUMULATION_STEPS) or 1
+    if group > 1:
+        loss = loss / group
+    scaler = state.get(GRAD_SCALER)
+    if scaler is not None:
+        loss = scaler.scale(loss)
+    loss.backward(**state[BACKWARD_ARGS])
+
+
+def unscale_gradients(state: dict) -> None:
+    """Bring fp16-scaled gradients back to their true size (call before clipping them)."""
+    scaler = state.get(GRAD_SCALER)
+    if scaler is None:
+        return
+    try:
+        scaler.unscale_(state[OPTIMIZER])
+    except RuntimeError as error:  # a second clipping callback in the same step: already unscaled
+        if "already been called" not in str(error):
+            raise
+
+
+def _no_sync(model: Any) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` (skip the gradient all-reduce) for a model that has it."""
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if no_sync is not None else contextlib.nullcontext()
+
+
+def optimizer_step(state: dict, closure: Callable[[dict], Any]) -> None:
+    """Run the closure and step the optimizer, honouring fp16 scaling and gradient accumulation."""
+    optimizer, scaler = state[OPTIMIZER], state.get(GRAD_SCALER)
+    if scaler is None and (state.get(ACCUMULATION_STEPS) or 1) == 1:
+        optimizer.step(lambda: closure(state))
+        return
+    if not steps_optimizer(state):
+        with _no_sync(state[MODEL]):
+            closure(state)
+        return
+    if scaler is None:
+        optimizer.step(lambda: closure(state))
+        return
+    closure(state)
+    scaler.step(optimizer)  # skips the step when the fp16 gradients hold inf or NaN
+    scaler.update()
