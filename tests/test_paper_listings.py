@@ -39,7 +39,9 @@ def test_listing_2_metric_decorators(monkeypatch):
 
     try:
         model = torch.nn.Linear(4, 3)
-        trial = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), metrics=["acc", "loss"])
+        trial = Trial(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), metrics=["acc", "loss"]
+        )
         trial.with_train_data(torch.rand(32, 4), torch.randint(0, 3, (32,)), batch_size=8)
         trial.with_val_data(torch.rand(32, 4), torch.randint(0, 3, (32,)), batch_size=8)
         history = trial.run(epochs=1, verbose=0)
@@ -63,8 +65,12 @@ def test_listings_3_to_5_gan():
     G_LOSS = torchbearer.state_key("g_loss")
     D_LOSS = torchbearer.state_key("d_loss")
 
-    generator = nn.Sequential(nn.Linear(latent_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, int(np.prod(img_shape))), nn.Sigmoid())
-    discriminator = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(img_shape)), 256), nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid())
+    generator = nn.Sequential(
+        nn.Linear(latent_dim, 256), nn.LeakyReLU(0.2), nn.Linear(256, int(np.prod(img_shape))), nn.Sigmoid()
+    )
+    discriminator = nn.Sequential(
+        nn.Flatten(), nn.Linear(int(np.prod(img_shape)), 256), nn.LeakyReLU(0.2), nn.Linear(256, 1), nn.Sigmoid()
+    )
 
     class GAN(nn.Module):
         def __init__(self):
@@ -88,11 +94,19 @@ def test_listings_3_to_5_gan():
         state[D_LOSS] = (real_loss + fake_loss) / 2
         return state[G_LOSS] + state[D_LOSS]
 
-    optimizer = torch.optim.Adam(list(generator.parameters()) + list(discriminator.parameters()), lr=2e-4, betas=(0.5, 0.999))
+    optimizer = torch.optim.Adam(
+        list(generator.parameters()) + list(discriminator.parameters()), lr=2e-4, betas=(0.5, 0.999)
+    )
     dataset = torch.utils.data.TensorDataset(torch.rand(64, *img_shape), torch.zeros(64))
     dataloader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
 
-    trial = Trial(GAN(), optimizer, metrics=["loss", metrics.mean(G_LOSS), metrics.mean(D_LOSS)], callbacks=[gan_loss], pass_state=True)
+    trial = Trial(
+        GAN(),
+        optimizer,
+        metrics=["loss", metrics.mean(G_LOSS), metrics.mean(D_LOSS)],
+        callbacks=[gan_loss],
+        pass_state=True,
+    )
     history = trial.with_train_generator(dataloader).run(epochs=2, verbose=0)
     assert len(history) == 2
     assert {"running_loss", "loss", "g_loss", "d_loss"} <= set(history[0])

@@ -145,7 +145,11 @@ def test_differentiable_programming_without_data():
             return self.value
 
     model = Parameters()
-    trial = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1), lambda state: ((state[torchbearer.Y_PRED] - target) ** 2).sum())
+    trial = Trial(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        lambda state: ((state[torchbearer.Y_PRED] - target) ** 2).sum(),
+    )
     trial.for_train_steps(200).run(1, verbose=0)
     assert torch.allclose(model.value.detach(), target, atol=1e-3)
 

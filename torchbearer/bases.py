@@ -166,8 +166,7 @@ def get_metric(self_tag: str, state: Mapping, metric_key: str) -> Any:
     if _keys.DATA in state and state[_keys.DATA] == _keys.TEST_DATA and "val_" in metric_key:
         return None
     warnings.warn(
-        f"{self_tag}: Failed to retrieve key `{metric_key}` from metrics. "
-        f"Available metrics: {sorted(metrics)}",
+        f"{self_tag}: Failed to retrieve key `{metric_key}` from metrics. Available metrics: {sorted(metrics)}",
         stacklevel=2,
     )
     return None
@@ -239,6 +238,4 @@ def base_closure(x, model, y_pred, y_true, crit, loss, opt) -> Callable[[dict], 
 
 def standard_closure() -> Callable[[dict], Any]:
     """The Trial's default closure, over the standard keys."""
-    return base_closure(
-        _keys.X, _keys.MODEL, _keys.Y_PRED, _keys.Y_TRUE, _keys.CRITERION, _keys.LOSS, _keys.OPTIMIZER
-    )
+    return base_closure(_keys.X, _keys.MODEL, _keys.Y_PRED, _keys.Y_TRUE, _keys.CRITERION, _keys.LOSS, _keys.OPTIMIZER)

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import torchbearer
 from torchbearer.bases import Callback, cite, standard_closure
-from torchbearer.calling import always_pass_state
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList, overrides
+from torchbearer.calling import always_pass_state
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
 from torchbearer.errors import ConfigurationError, StateDictError
 from torchbearer.loading import (
@@ -31,7 +31,6 @@ from torchbearer.metrics import MetricList
 from torchbearer.state import (
     ACCUMULATION_STEPS,
     AUTOCAST_DTYPE,
-    GRAD_SCALER,
     BACKWARD_ARGS,
     CALLBACK_LIST,
     CRITERION,
@@ -41,6 +40,7 @@ from torchbearer.state import (
     EPOCH,
     FINAL_PREDICTIONS,
     GENERATOR,
+    GRAD_SCALER,
     HISTORY,
     INF_TRAIN_LOADING,
     ITERATOR,
@@ -854,4 +854,3 @@ class _cleanup_on_failure:
             except Exception as cleanup_error:  # the original failure matters more
                 warnings.warn(f"a callback failed while cleaning up after an error: {cleanup_error!r}", stacklevel=2)
         return False
-

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from torchbearer import precision
-
 from torchbearer.bases import Callback
 from torchbearer.state import MODEL
 
