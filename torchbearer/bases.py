@@ -153,6 +153,14 @@ class Metric:
     def reset(self, state: Mapping) -> None:
         """Clear accumulated values before a pass."""
 
+    def state_dict(self) -> dict:
+        """Return what this metric needs to continue exactly after a resume (plain types only)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> Metric:
+        """Restore from :meth:`state_dict` output; returns self."""
+        return self
+
 
 def get_metric(self_tag: str, state: Mapping, metric_key: str) -> Any:
     """Return ``state[METRICS][metric_key]`` for a callback that monitors a metric.

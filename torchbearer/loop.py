@@ -32,24 +32,26 @@ from torchbearer.state import (
 )
 
 
-def batch_indices(steps: int) -> Iterable[int]:
-    """Batch numbers for a pass: ``steps`` of them, or unbounded for ``-1``."""
-    return itertools.count() if steps == -1 else range(max(steps, 0))
+def batch_indices(steps: int, first: int = 0) -> Iterable[int]:
+    """Batch numbers for a pass from ``first``: up to ``steps``, or unbounded for ``-1``."""
+    return itertools.count(first) if steps == -1 else range(first, max(steps, 0))
 
 
-def train_pass(state: dict, closure: Callable[[dict], object]) -> None:
+def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int = 0) -> None:
     """One training pass: for each batch, load → ``on_sample`` → optimizer step over the closure
     (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``.
 
-    Nothing here waits for the device: metric values stay tensors until the end of the pass.
+    Nothing here waits for the device: metric values stay tensors until the end of the pass. A pass
+    resumed at ``first_batch`` > 0 keeps the metric totals the Trial restored.
     """
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
     state[MODEL].train()
-    metric_list.train()
-    metric_list.reset(state)
+    if first_batch == 0:
+        metric_list.train()
+        metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_training(state)
-    for batch in batch_indices(state[STEPS]):
+    for batch in batch_indices(state[STEPS], first_batch):
         state[BATCH] = batch
         state[SAMPLER](state)
         callbacks.on_sample(state)

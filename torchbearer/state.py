@@ -148,6 +148,18 @@ class State(dict):
         return _DetachedView(self)
 
 
+class RunState(State):
+    """The state of one ``run``/``evaluate``/``predict`` call: a :class:`State` with ``dict``'s own item access.
+
+    The string-access warning stays on the Trial's persistent state, where users configure; here,
+    where every batch reads and writes a few dozen keys, item access runs at plain ``dict`` speed.
+    """
+
+    __getitem__ = dict.__getitem__
+    __setitem__ = dict.__setitem__
+    __contains__ = dict.__contains__
+
+
 VERSION = state_key("torchbearer_version")
 MODEL = state_key("model")
 CRITERION = state_key("criterion")

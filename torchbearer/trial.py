@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchbearer
+from torchbearer import rng
 from torchbearer.bases import Callback, cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList, overrides
@@ -32,6 +33,7 @@ from torchbearer.state import (
     ACCUMULATION_STEPS,
     AUTOCAST_DTYPE,
     BACKWARD_ARGS,
+    BATCH,
     CALLBACK_LIST,
     CRITERION,
     DATA,
@@ -64,6 +66,7 @@ from torchbearer.state import (
     VALIDATION_GENERATOR,
     VALIDATION_STEPS,
     VERSION,
+    RunState,
     State,
 )
 
@@ -329,6 +332,10 @@ class Trial:
             self.state[CRITERION] = _zero_loss(self.state)
         self._train_iterator = None
         self._warned_unconfigured = False
+        self._running_state: State | None = None  # the state of the run in progress, for mid-epoch checkpoints
+        self._training_pass_active = False
+        self._epoch_start_rng: dict | None = None
+        self._resume_point: dict | None = None
         self.state[CALLBACK_LIST].on_init(self.state)
 
     def __str__(self) -> str:
@@ -563,7 +570,7 @@ class Trial:
         return iter(generator)
 
     def _call_state(self, max_epochs: int) -> State:
-        state = State()
+        state = RunState()
         state.update({EPOCH: 0, MAX_EPOCHS: max_epochs, STOP_TRAINING: False})
         state.update(self.state)
         return state
@@ -603,13 +610,17 @@ class Trial:
                 )
                 self._warned_unconfigured = True
             return history
-        with _cleanup_on_failure(state):
-            state[CALLBACK_LIST].on_start(state)
-            for epoch in range(len(history), epochs):
-                state[EPOCH] = epoch
-                if self._run_epoch(state, history):
-                    break
-            state[CALLBACK_LIST].on_end(state)
+        self._running_state = state
+        try:
+            with _cleanup_on_failure(state):
+                state[CALLBACK_LIST].on_start(state)
+                for epoch in range(len(history), epochs):
+                    state[EPOCH] = epoch
+                    if self._run_epoch(state, history):
+                        break
+                state[CALLBACK_LIST].on_end(state)
+        finally:
+            self._running_state, self._training_pass_active = None, False
         return history
 
     def _run_epoch(self, state: dict, history: list) -> bool:
@@ -618,8 +629,10 @@ class Trial:
         callbacks = state[CALLBACK_LIST]
         callbacks.on_start_epoch(state)
         self._prepare_pass(state, TRAIN_DATA, load_batch_standard)
-        state[ITERATOR] = self._iterator(state[GENERATOR], self.state[INF_TRAIN_LOADING])
-        train_pass(state, self.closure)
+        first_batch = self._start_training_iterator(state)
+        self._training_pass_active = True
+        train_pass(state, self.closure, first_batch)
+        self._training_pass_active = False
         if state[STOP_TRAINING]:
             return True
         final_metrics = state[METRICS]
@@ -674,6 +687,31 @@ class Trial:
             self._evaluation_pass(state)
             state[CALLBACK_LIST].on_end(state)
         return state[FINAL_PREDICTIONS]
+
+    def _start_training_iterator(self, state: dict) -> int:
+        """Create the epoch's training iterator; when resuming mid-epoch, replay it to the saved batch.
+
+        Returns:
+            The first batch index to train on (0 unless resuming mid-epoch).
+        """
+        resume, self._resume_point = self._resume_point, None
+        if resume is not None and resume["epoch"] != state[EPOCH]:
+            resume = None
+        if resume is not None:
+            rng.set_state(resume["epoch_start_rng"])  # the same shuffle as the interrupted epoch
+            _warn_if_order_not_reproducible(state[GENERATOR])
+        self._epoch_start_rng = rng.get_state()
+        state[ITERATOR] = self._iterator(state[GENERATOR], self.state[INF_TRAIN_LOADING])
+        if resume is None:
+            return 0
+        for _ in range(resume["batch"] + 1):  # batches trained before the interruption
+            state[SAMPLER](state)
+        rng.set_state(resume["rng"])
+        metric_list = state[METRIC_LIST]
+        metric_list.train()
+        metric_list.reset(state)
+        metric_list.load_state_dict(resume["metrics"])
+        return resume["batch"] + 1
 
     def _evaluation_pass(self, state: dict) -> None:
         callbacks = state[CALLBACK_LIST]
@@ -779,7 +817,20 @@ class Trial:
             str(OPTIMIZER): self.state[OPTIMIZER].state_dict(),
             str(HISTORY): [dict(record) for record in self.state[HISTORY]],
             str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
+            str(METRIC_LIST): self.state[METRIC_LIST].state_dict(),
+            "rng": rng.get_state(),
+            "progress": self._progress(),
             **({str(GRAD_SCALER): self.state[GRAD_SCALER].state_dict()} if self.state[GRAD_SCALER] is not None else {}),
+        }
+
+    def _progress(self) -> dict:
+        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass."""
+        if not self._training_pass_active or self._running_state is None:
+            return {"epoch": len(self.state[HISTORY]), "batch": -1}
+        return {
+            "epoch": self._running_state[EPOCH],
+            "batch": self._running_state[BATCH],
+            "epoch_start_rng": self._epoch_start_rng,
         }
 
     def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
@@ -811,7 +862,25 @@ class Trial:
             self.state[CALLBACK_LIST].load_state_dict(state_dict[CALLBACK_LIST])
         if GRAD_SCALER in state_dict and self.state[GRAD_SCALER] is not None:
             self.state[GRAD_SCALER].load_state_dict(state_dict[GRAD_SCALER])
+        self._resume_from(state_dict)
         return self
+
+    def _resume_from(self, state_dict: dict) -> None:
+        """Restore metric and RNG state: now at an epoch boundary, at the next training pass mid-epoch."""
+        progress = state_dict.get("progress", {"batch": -1})
+        if progress["batch"] < 0:
+            if METRIC_LIST in state_dict:
+                self.state[METRIC_LIST].load_state_dict(state_dict[METRIC_LIST])
+            if "rng" in state_dict:
+                rng.set_state(state_dict["rng"])
+            return
+        self._resume_point = {
+            "epoch": progress["epoch"],
+            "batch": progress["batch"],
+            "epoch_start_rng": progress["epoch_start_rng"],
+            "rng": state_dict["rng"],
+            "metrics": state_dict[METRIC_LIST],
+        }
 
 
 def _length(generator, steps: int) -> int:
@@ -819,6 +888,18 @@ def _length(generator, steps: int) -> int:
         return len(generator)
     except TypeError:  # an iterable without a length: restart it whenever it runs out
         return steps - 1
+
+
+def _warn_if_order_not_reproducible(generator) -> None:
+    """Mid-epoch resume replays the loader; that is exact only for map-style data in a fixed order per seed."""
+    dataset = getattr(generator, "dataset", generator)
+    if generator is None or isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+        warnings.warn(
+            f"resuming mid-epoch replays the training loader ({type(generator).__name__}) up to the saved batch; the "
+            "batch order is only reproduced exactly for map-style datasets with PyTorch's default samplers (or "
+            "DistributedSampler). Save checkpoints at epoch ends for other loaders",
+            stacklevel=4,
+        )
 
 
 def _release(version: str) -> str:
