@@ -111,6 +111,55 @@ class TorchMetric(Metric):
             return None
         return _flatten(self._prefix + self.name, self._active.compute())
 
+    def state_dict(self) -> dict:
+        """The metric states and update counts of the training copy and, once made, the evaluation copy."""
+        state = {"train": _metric_state(self.train_metric)}
+        if self._eval_metric is not None:
+            state["eval"] = _metric_state(self._eval_metric)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> TorchMetric:
+        """Restore the metric states saved by :meth:`state_dict`.
+
+        Raises:
+            ValueError: If the saved states are not the ones this torchmetrics metric has.
+        """
+        _load_metric_state(self.train_metric, state_dict["train"])
+        if "eval" in state_dict:
+            _load_metric_state(self.eval_metric, state_dict["eval"])
+        return self
+
+
+def _copy_state(value: Any, device: Any = None) -> Any:
+    """A copy of a tensor state, or of each tensor of a list state, on ``device`` (default: where it is).
+
+    Copies, because torchmetrics updates states in place (``self.total += n``): a saved state must
+    not change afterwards, and a loaded one must not change the caller's dict.
+    """
+    if isinstance(value, list):
+        return [item.to(device, copy=True) for item in value]
+    return value.to(device, copy=True)
+
+
+def _metric_state(metric: Any) -> dict[str, Any]:
+    # torchmetrics' own state_dict holds the states only under persistent(True), which would change
+    # the user's module; metric_state always has them
+    states = {name: _copy_state(value) for name, value in metric.metric_state.items()}
+    return {"states": states, "update_count": metric.update_count}
+
+
+def _load_metric_state(metric: Any, saved: dict[str, Any]) -> None:
+    expected, given = sorted(metric.metric_state), sorted(saved["states"])
+    if expected != given:
+        raise ValueError(
+            f"the saved torchmetrics state has the states {given}, but {type(metric).__name__} has {expected}; "
+            "resume with the metric the state was saved from"
+        )
+    for name, value in saved["states"].items():
+        setattr(metric, name, _copy_state(value, metric.device))  # as torchmetrics' _load_from_state_dict does
+    metric._update_count = saved["update_count"]  # no public setter; compute() and process_final read it
+    metric._computed = None  # drop a result cached from the states before the load
+
 
 def maybe_wrap(entry: Any) -> Metric | None:
     """Return ``TorchMetric(entry)`` if ``entry`` is a ``torchmetrics.Metric``, else ``None``.

@@ -14,8 +14,14 @@ from typing import Any
 import torch
 
 from torchbearer.bases import Metric
+from torchbearer.distributed import cross_rank
 from torchbearer.metrics.masked import Count, Dim, as_weighted, at_least_one, reduce_count, reduce_sum
 from torchbearer.metrics.metrics import AdvancedMetric
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of a tensor (so later in-place updates cannot reach a saved state); other values as they are."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 class Mean(Metric):
@@ -43,12 +49,27 @@ class Mean(Metric):
         self._batches += 1
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
-        return self._total / self._count if self._batches else None
+        total, count, batches = self._total, self._count, self._batches
+        if self._ranks is not None:  # a distributed pass: the sums of every rank
+            total, count, batches = self._ranks.sum(total, count, batches)
+        return total / count if batches else None
 
     def reset(self, state: Any) -> None:
         self._total: Any = 0.0
         self._count: Count = 0
         self._batches = 0
+        self._ranks = cross_rank(state)
+
+    def state_dict(self) -> dict:
+        """The pass's total, count and number of batches so far."""
+        return {"total": _snapshot(self._total), "count": _snapshot(self._count), "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict) -> Mean:
+        """Continue the pass from the totals saved by :meth:`state_dict`."""
+        self._total = state_dict["total"]
+        self._count = state_dict["count"]
+        self._batches = state_dict["batches"]
+        return self
 
 
 class Var(Metric):
@@ -85,11 +106,21 @@ class Var(Metric):
         self._batches += 1
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
+        if self._ranks is not None:  # a distributed pass: pool the moments of every rank
+            return _pooled_variance(self._ranks.gather(self._moments()), self._unbiased)
         if not self._batches:
             return None
         spread = self._sum_squares - self._sum * self._sum / self._count
         degrees_of_freedom = self._count - 1 if self._unbiased else self._count
         return (spread / degrees_of_freedom).clamp_min(0)
+
+    def _moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(count, mean, sum of squared deviations from the mean) of the values seen, or None before any."""
+        if not self._batches:
+            return None
+        count = torch.as_tensor(self._count, dtype=self._sum.dtype, device=self._sum.device)
+        offset = self._sum / count
+        return count, self._shift.reshape(offset.shape) + offset, self._sum_squares - self._sum * offset
 
     def reset(self, state: Any) -> None:
         self._shift: torch.Tensor | None = None
@@ -97,6 +128,40 @@ class Var(Metric):
         self._sum_squares: Any = 0.0
         self._count: Count = 0
         self._batches = 0
+        self._ranks = cross_rank(state)
+
+    def state_dict(self) -> dict:
+        """The pass's shifted sums, count, number of batches and (once a batch was seen) the shift."""
+        state = {
+            "sum": _snapshot(self._sum),
+            "sum_squares": _snapshot(self._sum_squares),
+            "count": _snapshot(self._count),
+            "batches": self._batches,
+        }
+        if self._shift is not None:
+            state["shift"] = _snapshot(self._shift)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> Var:
+        """Continue the pass from the sums saved by :meth:`state_dict`."""
+        self._shift = state_dict.get("shift")
+        self._sum = state_dict["sum"]
+        self._sum_squares = state_dict["sum_squares"]
+        self._count = state_dict["count"]
+        self._batches = state_dict["batches"]
+        return self
+
+
+def _pooled_variance(groups: list, unbiased: bool) -> torch.Tensor | None:
+    """The variance of the union of groups given as :meth:`Var._moments` (``None`` for an empty group)."""
+    groups = [group for group in groups if group is not None]
+    if not groups:
+        return None
+    count = sum(group_count for group_count, _, _ in groups)
+    mean = sum(group_count * group_mean for group_count, group_mean, _ in groups) / count
+    spread = sum(squares + n * (group_mean - mean) ** 2 for n, group_mean, squares in groups)
+    degrees_of_freedom = count - 1 if unbiased else count
+    return (spread / degrees_of_freedom).clamp_min(0)
 
 
 class Std(Var):
@@ -124,15 +189,15 @@ class _Window:
 
     def _fits(self, value: torch.Tensor) -> bool:
         buffer = self._buffer
-        return (
-            buffer is not None
-            and buffer.shape[1:] == value.shape
-            and buffer.dtype == value.dtype
-            and buffer.device == value.device
-        )
+        return buffer is not None and buffer.shape[1:] == value.shape and buffer.dtype == value.dtype
 
     def push(self, value: torch.Tensor) -> None:
-        """Store ``value``, replacing the oldest once full (a value of another shape/device starts afresh)."""
+        """Store ``value``, replacing the oldest once full (a value of another shape starts afresh).
+
+        The window moves to the device of ``value`` (e.g. a window loaded on the CPU, then fed on a GPU).
+        """
+        if self._buffer is not None and self._buffer.device != value.device:  # compares device objects: no sync
+            self._buffer = self._buffer.to(value.device)
         if not self._fits(value):
             self._buffer = value.new_empty((self.size, *value.shape))
             self._next = self._filled = 0
@@ -194,6 +259,24 @@ class RunningMetric(AdvancedMetric, abc.ABC):
 
     def reset(self, state: Any) -> None:
         self._calls = 0
+
+    def state_dict(self) -> dict:
+        """The window (stacked, oldest first), the calls since the last reset and the latest result."""
+        state: dict = {"calls": self._calls}
+        if len(self._window):
+            state["window"] = self._window.values().clone()
+        if self._result is not None:
+            state["result"] = _snapshot(self._result)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> RunningMetric:
+        """Refill the window and restore the call count and latest result saved by :meth:`state_dict`."""
+        self._window = _Window(self._batch_size)
+        for value in state_dict.get("window", ()):  # oldest first, so the last batch_size values stay
+            self._window.push(value)
+        self._calls = state_dict["calls"]
+        self._result = state_dict.get("result")
+        return self
 
 
 class RunningMean(RunningMetric):

@@ -43,6 +43,9 @@ class DefaultAccuracy(Metric):
     ``BCELoss`` → ``binary_acc``, ``MSELoss`` → ``mse``, ...); any other criterion keeps categorical
     accuracy. The choice is made once per instance; every other call goes to the chosen metric.
 
+    A state loaded before the choice is kept and given to the chosen metric right after it is
+    chosen, before that metric's first reset, so loading before or after the first reset both work.
+
     Example:
         >>> trial = Trial(model, optimizer, nn.BCELoss(), metrics=['acc'])  # doctest: +SKIP
         >>> # reports running_binary_acc, binary_acc, val_binary_acc
@@ -53,6 +56,12 @@ class DefaultAccuracy(Metric):
         super().__init__(self.metric.name)
         self._resolved = False
         self._eval_key: Any = _UNSET  # _UNSET while training, else the data key given to eval
+        self._pending_state: dict | None = None  # loaded before resolution, applied right after it
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the criterion has chosen the metric yet (at the first :meth:`reset`)."""
+        return self._resolved
 
     def _resolve(self, state: Any) -> None:
         criterion = state[CRITERION] if CRITERION in state else None
@@ -68,7 +77,41 @@ class DefaultAccuracy(Metric):
     def reset(self, state: Any) -> None:
         if not self._resolved:
             self._resolve(state)
+            if self._pending_state is not None:
+                self._apply(self._pending_state)
+                self._pending_state = None
         self.metric.reset(state)
+
+    def state_dict(self) -> dict:
+        """The chosen metric's name and state (``{}`` before the choice, unless a state is waiting for it)."""
+        if self._pending_state is not None:
+            return self._pending_state
+        if not self._resolved:
+            return {}
+        return {"name": self.metric.name, "metric": self.metric.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> DefaultAccuracy:
+        """Load into the chosen metric now, or keep the state until the first :meth:`reset` chooses it.
+
+        Raises:
+            ValueError: If the state was saved for another metric than the one the criterion chooses
+                (raised by :meth:`reset` when the state was loaded before the choice).
+        """
+        if not state_dict:
+            return self
+        if self._resolved:
+            self._apply(state_dict)
+        else:
+            self._pending_state = state_dict
+        return self
+
+    def _apply(self, state_dict: dict) -> None:
+        if state_dict["name"] != self.metric.name:
+            raise ValueError(
+                f"the accuracy state was saved for {state_dict['name']!r}, but this trial's criterion makes 'acc' "
+                f"report {self.metric.name!r}; resume with the criterion the state was saved with"
+            )
+        self.metric.load_state_dict(state_dict["metric"])
 
     def process(self, *args: Any) -> Any:
         return self.metric.process(*args)

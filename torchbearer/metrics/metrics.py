@@ -8,12 +8,14 @@ filled when :mod:`torchbearer.metrics` is imported (the built-ins register thems
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from torchbearer.bases import Metric
+from torchbearer.errors import ConfigurationTypeError, TorchbearerWarning, UnknownMetricError
 
 _DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
 
@@ -43,10 +45,10 @@ def get_default(key: str) -> Metric:
     """Return the metric registered under ``key``: a new instance for a class, the instance itself otherwise.
 
     Raises:
-        KeyError: If nothing is registered under ``key``; the message lists the known keys.
+        UnknownMetricError: (a ``KeyError``) If nothing is registered under ``key``; the message lists the known keys.
     """
     if key not in _DEFAULTS:
-        raise KeyError(_unknown_key_message(key))
+        raise UnknownMetricError(_unknown_key_message(key))
     metric, args, kwargs = _DEFAULTS[key]
     return metric(*args, **kwargs) if isinstance(metric, type) else metric
 
@@ -67,19 +69,58 @@ def _merge(outputs: Iterable[tuple[Metric, Any]], method: str) -> dict:
     return merged
 
 
+def _check_is_a_list(metric_list: Any) -> None:
+    """Refuse a lone string or metric where a list of them is expected (``metrics='acc'``)."""
+    if isinstance(metric_list, (str, Metric)) and not isinstance(metric_list, MetricList):
+        raise ConfigurationTypeError(
+            f"metrics must be a list, got the single {type(metric_list).__name__} {str(metric_list)!r}: "
+            f"put it in a list, e.g. metrics=[{str(metric_list)!r}]"
+        )
+    if not isinstance(metric_list, Iterable):
+        raise ConfigurationTypeError(
+            f"metrics must be a list of metrics or names, got a {type(metric_list).__name__}: "
+            "pass e.g. metrics=['acc', 'loss']"
+        )
+
+
+def _warn_on_collisions(outputs: list[tuple[Metric, Any]], by_name: set[int]) -> None:
+    """Warn, once per pair, when two metrics report under the same name: only the later value is kept.
+
+    Two metrics both looked up by name (``'acc'`` with ``BCELoss`` and ``'binary_acc'``) merge silently,
+    as documented: they compute the same values.
+    """
+    producers: dict[Any, Metric] = {}
+    shared: dict[tuple[Metric, Metric], list[str]] = {}
+    for metric, output in outputs:
+        for name in output if isinstance(output, dict) else ():
+            earlier = producers.setdefault(name, metric)
+            if earlier is not metric and not {id(earlier), id(metric)} <= by_name:
+                shared.setdefault((earlier, metric), []).append(str(name))
+    for (earlier, later), names in shared.items():
+        warnings.warn(
+            f"the metrics {str(earlier)!r} ({type(earlier).__name__}) and {str(later)!r} ({type(later).__name__}) "
+            f"both report {names}; only the values of the later one are kept. Remove one of them, or give one "
+            "another name",
+            TorchbearerWarning,
+            stacklevel=4,
+        )
+
+
 class MetricList(Metric):
     """All the metrics of a Trial: strings are looked up in the default registry, nested lists are flattened.
 
     ``process`` and ``process_final`` run every metric without gradients and merge their outputs
-    into one dict (a later metric overwrites an equal name).
+    into one dict (a later metric overwrites an equal name). The first ``process_final`` warns about
+    such collisions unless both metrics were given as names.
 
     Args:
         metric_list: Metrics, registered strings (``'acc'``, ``'loss'``, ...) and/or ``torchmetrics``
             metrics (wrapped in :class:`~torchbearer.integrations.torchmetrics.TorchMetric`).
 
     Raises:
-        KeyError: If a string is not registered.
-        TypeError: If an entry is neither a metric nor a string.
+        UnknownMetricError: (a ``KeyError``) If a string is not registered.
+        ConfigurationTypeError: (a ``TypeError``) If an entry is neither a metric nor a string, or if
+            ``metric_list`` is a single metric or string instead of a list.
 
     Example:
         >>> metrics = MetricList(['acc', 'loss'])
@@ -89,9 +130,15 @@ class MetricList(Metric):
 
     def __init__(self, metric_list: Iterable[Any]) -> None:
         super().__init__("metric_list")
+        _check_is_a_list(metric_list)
         self.metric_list: list[Metric] = []
+        self._by_name: set[int] = set()  # ids of metrics looked up by name: their equal names merge silently
         for entry in metric_list:
-            self.metric_list.extend(self._resolve(entry))
+            resolved = self._resolve(entry)
+            self.metric_list.extend(resolved)
+            if isinstance(entry, str) and not isinstance(entry, Metric):
+                self._by_name.update(map(id, resolved))
+        self._collisions_checked = False
 
     @staticmethod
     def _resolve(entry: Any) -> list[Metric]:
@@ -106,7 +153,11 @@ class MetricList(Metric):
         wrapped = maybe_wrap(entry)
         if wrapped is not None:
             return [wrapped]
-        raise TypeError(
+        if isinstance(entry, type) and issubclass(entry, Metric):
+            raise ConfigurationTypeError(
+                f"metric {entry.__name__} is a class, not a metric: instantiate it, e.g. metrics=[{entry.__name__}()]"
+            )
+        raise ConfigurationTypeError(
             f"metric {entry!r} of type {type(entry).__name__} is neither a torchbearer Metric nor a registered "
             "name; pass a Metric instance, a torchmetrics metric or a string such as 'acc' or 'loss'"
         )
@@ -118,8 +169,12 @@ class MetricList(Metric):
 
     @torch.no_grad()
     def process_final(self, *args: Any) -> dict:
-        """End-of-pass values of every metric, merged."""
-        return _merge(((metric, metric.process_final(*args)) for metric in self.metric_list), "process_final")
+        """End-of-pass values of every metric, merged (the first call warns if two metrics give one name)."""
+        outputs = [(metric, metric.process_final(*args)) for metric in self.metric_list]
+        if not self._collisions_checked:
+            self._collisions_checked = True
+            _warn_on_collisions(outputs, self._by_name)
+        return _merge(outputs, "process_final")
 
     def train(self) -> None:
         for metric in self.metric_list:
@@ -133,8 +188,55 @@ class MetricList(Metric):
         for metric in self.metric_list:
             metric.reset(state)
 
+    def state_dict(self) -> dict:
+        """Every metric's state and name, by position.
+
+        Returns:
+            ``{'metrics': [state of each metric], 'names': [str of each metric]}``.
+        """
+        return {
+            "metrics": [metric.state_dict() for metric in self.metric_list],
+            "names": [str(metric) for metric in self.metric_list],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> MetricList:
+        """Give each metric the state saved at its position.
+
+        Args:
+            state_dict: The output of :meth:`state_dict` for a list of the same metrics in the same order.
+
+        Returns:
+            This list.
+
+        Raises:
+            ValueError: If the saved names differ from this list's in number or at any position.
+        """
+        saved_names = list(state_dict["names"])
+        names = [str(metric) for metric in self.metric_list]
+        if len(saved_names) != len(names) or not all(map(_name_matches, self.metric_list, saved_names)):
+            raise ValueError(
+                f"metric state was saved for the metrics {saved_names}, but this MetricList holds {names}; "
+                "build the Trial with the same metrics, in the same order, to resume it"
+            )
+        for metric, metric_state in zip(self.metric_list, state_dict["metrics"]):
+            metric.load_state_dict(metric_state)
+        return self
+
     def __str__(self) -> str:
         return str([str(metric) for metric in self.metric_list])
+
+
+def _name_matches(metric: Metric, saved_name: str) -> bool:
+    """Whether ``metric`` may take the state saved under ``saved_name``.
+
+    An ``'acc'`` that has not yet seen its criterion has no final name: it keeps the state and
+    checks the name itself once the criterion resolves it.
+    """
+    from torchbearer.metrics.default import DefaultAccuracy  # here: that module imports this one
+
+    if isinstance(metric, DefaultAccuracy) and not metric.resolved:
+        return True
+    return str(metric) == saved_name
 
 
 class MetricTree(Metric):
@@ -186,6 +288,28 @@ class MetricTree(Metric):
         self.root.reset(state)
         for child in self.children:
             child.reset(state)
+
+    def state_dict(self) -> dict:
+        """The root's state and each child's, by position: ``{'root': ..., 'children': [...]}``."""
+        return {"root": self.root.state_dict(), "children": [child.state_dict() for child in self.children]}
+
+    def load_state_dict(self, state_dict: dict) -> MetricTree:
+        """Give the root and each child the state saved for it.
+
+        Raises:
+            ValueError: If the number of saved children differs from this tree's.
+        """
+        children_states = state_dict["children"]
+        if len(children_states) != len(self.children):
+            names = [str(child) for child in self.children]
+            raise ValueError(
+                f"metric state for the tree {self.name!r} has {len(children_states)} children, but this tree has "
+                f"{len(self.children)} ({names}); build the metric with the same statistics to resume it"
+            )
+        self.root.load_state_dict(state_dict["root"])
+        for child, child_state in zip(self.children, children_states):
+            child.load_state_dict(child_state)
+        return self
 
 
 class AdvancedMetric(Metric):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from torchbearer.bases import Metric
+from torchbearer.distributed import cross_rank
 from torchbearer.metrics.metrics import AdvancedMetric
 from torchbearer.state import BATCH, TEST_DATA, TRAIN_DATA, Y_PRED, Y_TRUE
 
@@ -68,6 +69,15 @@ class ToDict(AdvancedMetric):
     def reset(self, state: Any) -> None:
         self.metric.reset(state)
 
+    def state_dict(self) -> dict:
+        """The wrapped metric's state."""
+        return self.metric.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> ToDict:
+        """Load the wrapped metric's state."""
+        self.metric.load_state_dict(state_dict)
+        return self
+
 
 class BatchLambda(Metric):
     """A metric computing ``metric_function(y_pred, y_true)`` on every batch (no end-of-pass value).
@@ -113,6 +123,24 @@ class EpochLambda(AdvancedMetric):
         self._predictions: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
         self._latest: Any = None
+        self._ranks = cross_rank(state)
+
+    def state_dict(self) -> dict:
+        """The predictions and targets of the pass so far (each concatenated on dim 0) and the latest result."""
+        state: dict = {}
+        if self._predictions:
+            state["predictions"] = torch.cat(self._predictions, dim=0)
+            state["targets"] = torch.cat(self._targets, dim=0)
+        if self._latest is not None:
+            state["latest"] = self._latest
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> EpochLambda:
+        """Continue the pass from the predictions and targets saved by :meth:`state_dict`."""
+        self._predictions = [state_dict["predictions"]] if "predictions" in state_dict else []
+        self._targets = [state_dict["targets"]] if "targets" in state_dict else []
+        self._latest = state_dict.get("latest")
+        return self
 
     def _collect(self, state: Any) -> None:
         self._predictions.append(state[Y_PRED].detach())
@@ -136,8 +164,24 @@ class EpochLambda(AdvancedMetric):
     def process_validate(self, *args: Any) -> None:
         self._collect(args[0])
 
-    def process_final_train(self, *args: Any) -> Any:
+    def _compute_final(self) -> Any:
+        if self._ranks is not None:
+            return self._compute_over_ranks()
         return self._compute() if self._predictions else None
 
+    def _compute_over_ranks(self) -> Any:
+        """The function of every rank's predictions and targets, joined in rank order (a collective)."""
+        own = (torch.cat(self._predictions), torch.cat(self._targets)) if self._predictions else None
+        parts = [part for part in self._ranks.gather(own) if part is not None]
+        if not parts:
+            return None
+        device = self._predictions[0].device if self._predictions else "cpu"
+        predictions = torch.cat([predictions for predictions, _ in parts]).to(device)
+        targets = torch.cat([targets for _, targets in parts]).to(device)
+        return self.metric_function(predictions, targets)
+
+    def process_final_train(self, *args: Any) -> Any:
+        return self._compute_final()
+
     def process_final_validate(self, *args: Any) -> Any:
-        return self._compute() if self._predictions else None
+        return self._compute_final()
