@@ -100,7 +100,7 @@ class _DetachedView(Mapping):
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self._state, key) if isinstance(self._state, dict) else self._state[key]
-        return value.detach() if isinstance(value, torch.Tensor) else value
+        return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
 
     def __contains__(self, key: object) -> bool:
         return key in self._state

@@ -9,14 +9,28 @@ its unmasked entries. ``None`` inputs (no value this batch) are skipped.
 from __future__ import annotations
 
 import abc
+import collections
 from typing import Any
 
 import torch
 
 from torchbearer.bases import Metric
 from torchbearer.distributed import cross_rank
-from torchbearer.metrics.masked import Count, Dim, as_weighted, at_least_one, reduce_count, reduce_sum
+from torchbearer.metrics.masked import (
+    Count,
+    Dim,
+    as_weighted,
+    at_least_one,
+    batch_means,
+    reduce_count,
+    reduce_sum,
+    sum_and_count,
+)
 from torchbearer.metrics.metrics import AdvancedMetric
+
+
+_GROUP_SIZE = 32
+"""Batches a :class:`Mean` collects before summing them together (bounds the memory they hold)."""
 
 
 def _snapshot(value: Any) -> Any:
@@ -43,12 +57,20 @@ class Mean(Metric):
     def process(self, *args: Any) -> None:
         if args[0] is None:
             return
-        values, weights = as_weighted(args[0])
-        self._total = self._total + reduce_sum(values, self._dim)
-        self._count = self._count + reduce_count(values, weights, self._dim)
+        self._pending.append(args[0])  # summed a group at a time: a few device operations per group
         self._batches += 1
+        if len(self._pending) == _GROUP_SIZE:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the pending batches to the running total and count."""
+        if self._pending:
+            total, count = sum_and_count(self._pending, self._dim)
+            self._total, self._count = self._total + total, self._count + count
+            self._pending = []
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
+        self._fold()
         total, count, batches = self._total, self._count, self._batches
         if self._ranks is not None:  # a distributed pass: the sums of every rank
             total, count, batches = self._ranks.sum(total, count, batches)
@@ -58,10 +80,12 @@ class Mean(Metric):
         self._total: Any = 0.0
         self._count: Count = 0
         self._batches = 0
+        self._pending: list = []
         self._ranks = cross_rank(state)
 
     def state_dict(self) -> dict:
         """The pass's total, count and number of batches so far."""
+        self._fold()
         return {"total": _snapshot(self._total), "count": _snapshot(self._count), "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict) -> Mean:
@@ -179,40 +203,25 @@ class Std(Var):
 
 
 class _Window:
-    """The last ``size`` values pushed, in a preallocated device ring buffer."""
+    """The last ``size`` per-batch values pushed (tensors kept as they are; stacked when read)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._buffer: torch.Tensor | None = None
-        self._next = 0
-        self._filled = 0
-
-    def _fits(self, value: torch.Tensor) -> bool:
-        buffer = self._buffer
-        return buffer is not None and buffer.shape[1:] == value.shape and buffer.dtype == value.dtype
+        self._values: collections.deque = collections.deque(maxlen=size)
 
     def push(self, value: torch.Tensor) -> None:
-        """Store ``value``, replacing the oldest once full (a value of another shape starts afresh).
-
-        The window moves to the device of ``value`` (e.g. a window loaded on the CPU, then fed on a GPU).
-        """
-        if self._buffer is not None and self._buffer.device != value.device:  # compares device objects: no sync
-            self._buffer = self._buffer.to(value.device)
-        if not self._fits(value):
-            self._buffer = value.new_empty((self.size, *value.shape))
-            self._next = self._filled = 0
-        self._buffer[self._next].copy_(value)
-        self._next = (self._next + 1) % self.size
-        self._filled = min(self._filled + 1, self.size)
+        """Store ``value``, dropping the oldest once full (a value of another shape starts afresh)."""
+        if self._values and self._values[-1].shape != value.shape:
+            self._values.clear()
+        self._values.append(value)
 
     def __len__(self) -> int:
-        return self._filled
+        return len(self._values)
 
     def values(self) -> torch.Tensor:
-        """The stored values stacked along a new dim 0, oldest first."""
-        if self._filled < self.size:
-            return self._buffer[: self._filled]
-        return torch.cat((self._buffer[self._next :], self._buffer[: self._next]))
+        """The stored values stacked along a new dim 0, oldest first, on the newest value's device."""
+        newest = self._values[-1].device
+        return torch.stack([value if value.device == newest else value.to(newest) for value in self._values])
 
 
 class RunningMetric(AdvancedMetric, abc.ABC):
@@ -295,18 +304,37 @@ class RunningMean(RunningMetric):
         super().__init__(name, batch_size, step_size)
         self._dim = dim
 
+        self._pending: list = []
+
     def _process_train(self, *args: Any) -> torch.Tensor | None:
         """The batch mean stacked with its weight: 1, or 0 when the batch had no unmasked entries."""
-        if args[0] is None:
-            return None
-        values, weights = as_weighted(args[0])
-        total = reduce_sum(values, self._dim)
-        count = reduce_count(values, weights, self._dim)
-        if isinstance(count, torch.Tensor):
-            present = (count > 0).to(total.dtype)
-        else:
-            present = torch.full_like(total, float(count > 0))
-        return torch.stack((total / at_least_one(count), present))
+        return None if args[0] is None else batch_means([args[0]], self._dim)[0]
+
+    def process_train(self, *args: Any) -> Any:
+        # Batch means are taken a group at a time, when the window is next read: a few device
+        # operations per ``step_size`` batches instead of several per batch.
+        if args[0] is not None:
+            self._pending.append(args[0])
+        if self._calls % self._step_size == 0:
+            self._flush()
+            if len(self._window):
+                self._result = self._step(self._window.values())
+        self._calls += 1
+        return self._result
+
+    def _flush(self) -> None:
+        if self._pending:
+            for value in batch_means(self._pending, self._dim):
+                self._window.push(value)
+            self._pending = []
+
+    def state_dict(self) -> dict:
+        self._flush()
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> RunningMean:
+        self._pending = []
+        return super().load_state_dict(state_dict)
 
     def _step(self, window: torch.Tensor) -> torch.Tensor:
         means, present = window[:, 0], window[:, 1]

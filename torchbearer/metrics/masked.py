@@ -78,3 +78,73 @@ def at_least_one(count: Count) -> Count:
     if isinstance(count, torch.Tensor):
         return count.clamp_min(1)
     return max(count, 1)
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+
+def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """A group of same-shaped per-batch values stacked on a new dim 0, as ``(values, keep)``.
+
+    Masked-out entries are zeroed (``keep`` marks the others; ``None`` when nothing is masked).
+    Returns ``None`` when the group mixes shapes or masked and plain values.
+    """
+    masked = [isinstance(value, Masked) for value in values]
+    if any(masked) and not all(masked):
+        return None
+    parts = [_tensor(value.values if isinstance(value, Masked) else value) for value in values]
+    if any(part.shape != parts[0].shape for part in parts):
+        return None
+    stacked = torch.stack(parts)
+    stacked = stacked.to(_accumulation_dtype(stacked.dtype))
+    if not masked[0]:
+        return stacked, None
+    keep = torch.stack([_tensor(value.mask) for value in values]) != 0
+    keep = keep.expand_as(stacked)
+    return stacked.masked_fill(~keep, 0), keep
+
+
+def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
+    """The sum and entry count of a group of per-batch values, in a few device operations for the group.
+
+    Args:
+        values: Per-batch metric values (tensors, numbers or :class:`Masked`), already detached.
+        dim: Dimension(s) of each value to sum over; ``None`` for all.
+
+    Returns:
+        ``(sum, count)``: the sum over the group (and ``dim``), and how many entries it holds
+        (a Python int without masks, else a tensor).
+    """
+    group = _stacked(values) if dim is None else None
+    if group is None:
+        weighted = [as_weighted(value) for value in values]
+        total = sum(reduce_sum(part, dim) for part, _ in weighted)
+        return total, sum(reduce_count(part, weights, dim) for part, weights in weighted)
+    stacked, keep = group
+    return stacked.sum(), stacked.numel() if keep is None else keep.sum(dtype=stacked.dtype)
+
+
+def batch_means(values: list[Any], dim: Dim) -> list[torch.Tensor]:
+    """Each batch's mean stacked with its weight (1, or 0 for a batch whose entries are all masked out).
+
+    Same-shaped batches are reduced together in a few device operations for the whole group.
+    """
+    group = _stacked(values) if dim is None else None
+    if group is not None:
+        stacked, keep = group
+        totals = stacked.reshape(len(values), -1).sum(1)
+        if keep is None:
+            means, present = totals / max(stacked[0].numel(), 1), torch.ones_like(totals)
+        else:
+            counts = keep.reshape(len(values), -1).sum(1, dtype=totals.dtype)
+            means, present = totals / counts.clamp_min(1), (counts > 0).to(totals.dtype)
+        return list(torch.stack((means, present), 1).unbind(0))
+    result = []
+    for value in values:
+        part, weights = as_weighted(value)
+        total = reduce_sum(part, dim)
+        count = reduce_count(part, weights, dim)
+        present = (count > 0).to(total.dtype) if isinstance(count, torch.Tensor) else torch.full_like(total, count > 0)
+        result.append(torch.stack((total / at_least_one(count), present)))
+    return result

@@ -59,7 +59,7 @@ class CategoricalAccuracy(Metric):
         state = args[0]
         y_pred = state[self.pred_key]
         y_true = _class_indices(y_pred, state[self.target_key])
-        correct = (y_pred.argmax(1) == y_true).float()
+        correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
         return Masked(correct, y_true != self.ignore_index)
 
 
