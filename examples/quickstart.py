@@ -1,7 +1,7 @@
 """Quickstart: a small CNN on scikit-learn's handwritten digits.
 
-Trains with a progress bar and validation, prints the final metrics, and writes a checkpoint
-and a CSV log under ``runs/quickstart/``. Run with ``--fast`` for a few-second smoke run.
+Trains with a progress bar and validation, prints the final metrics, and writes a checkpoint,
+a CSV log and a plot of the learning curves under ``runs/quickstart/``. Run with ``--fast`` for a few-second smoke run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 import torchbearer
 from torchbearer import Trial
 from torchbearer.callbacks import CSVLogger, MostRecent
+from torchbearer.plotting import plot_history
 
 
 def digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +58,8 @@ def main() -> None:
     final = history[-1]
     print(f"final: loss={final['loss']:.4f} acc={final['acc']:.4f} val_loss={final['val_loss']:.4f} "
           f"val_acc={final['val_acc']:.4f}")  # fmt: skip
-    print(f"wrote {out / 'model.pt'} and {out / 'log.csv'}")
+    plot_history(history, str(out / "history.png"), metrics=["loss", "acc"])
+    print(f"wrote {out / 'model.pt'}, {out / 'log.csv'} and {out / 'history.png'}")
 
 
 if __name__ == "__main__":

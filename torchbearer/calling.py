@@ -63,6 +63,54 @@ def describe(value: Any) -> str:
     return type(value).__name__ if value is not None else "None"
 
 
+_DEVICE_HINT = ". The model and the batch seem to be on different devices: move both with trial.to(device)"
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in a (nested) batch or output, or None."""
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_parameter(model: Any) -> torch.Tensor | None:
+    bare = unwrap_model(model)
+    return next(bare.parameters(), None) if isinstance(bare, torch.nn.Module) else None
+
+
+def _placement_hint(error: Exception, model: Any, x: Any) -> str:
+    """Why a forward pass failed when the model and the batch disagree on device or dtype (error path only)."""
+    text, parameter, batch = str(error), _first_parameter(model), _first_tensor(x)
+    if parameter is None or batch is None:
+        return _DEVICE_HINT if "device" in text else ""
+    if "device" in text:
+        if parameter.device == batch.device:
+            return _DEVICE_HINT
+        return (
+            f". The model is on {parameter.device} but the batch is on {batch.device}: a Trial moves every batch to "
+            "its own device, so move the model and the Trial together with trial.to(device) rather than model.to"
+        )
+    if "dtype" not in text and "scalar type" not in text:
+        return ""
+    if not batch.is_floating_point() and not batch.is_complex() and parameter.is_floating_point():
+        return (
+            f". The batch is {batch.dtype} but the model's parameters are {parameter.dtype}: give the model "
+            "floating-point input, e.g. build the dataset from x.float()"
+        )
+    if batch.dtype != parameter.dtype:
+        return (
+            f". The model's parameters are {parameter.dtype} but batches are cast to the Trial's dtype "
+            f"{batch.dtype}: call trial.to({parameter.dtype}) so batches match the model (or convert the model "
+            f"with model.to({batch.dtype}))"
+        )
+    return ""
+
+
 def _explain_model_error(error: Exception, model: Any, x: Any) -> ModelCallError:
     message = f"calling the model {type(unwrap_model(model)).__name__} on the input ({describe(x)}) failed: {error}"
     if x is None:
@@ -70,8 +118,8 @@ def _explain_model_error(error: Exception, model: Any, x: Any) -> ModelCallError
             ". The input is None because this pass has no data: give data with with_train_data / "
             "with_generators / with_loader, or use a model that takes no input"
         )
-    elif "device" in str(error):
-        message += ". The model and the batch seem to be on different devices: move both with trial.to(device)"
+    else:
+        message += _placement_hint(error, model, x)
     return ModelCallError(message)
 
 
@@ -164,12 +212,90 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
         loss = criterion(state)
     else:
         loss = _call_on_outputs(criterion, y_pred, y_true)
-    if isinstance(loss, torch.Tensor) and loss.numel() != 1:
+    if not isinstance(loss, torch.Tensor):
+        if torch.is_grad_enabled():  # training: backward needs a tensor
+            raise CriterionError(
+                f"the criterion {_name(criterion)} returned a {type(loss).__name__}, not a tensor, so there is "
+                "nothing to call backward on. Compute the loss with torch operations on the model's output and "
+                "return the tensor (no .item(), float() or .tolist())"
+            )
+        return loss
+    if loss.numel() != 1:
         raise CriterionError(
             f"the criterion returned a loss of shape {tuple(loss.shape)}; a single value is needed to "
             "call backward. Use a reduction such as reduction='mean', or reduce it in your criterion"
         )
+    if not loss.requires_grad and torch.is_grad_enabled():  # two attribute reads, no device sync
+        raise _no_gradient_error(criterion, y_pred)
     return loss
+
+
+def _name(criterion: Any) -> str:
+    return getattr(criterion, "__name__", type(criterion).__name__)
+
+
+def _no_gradient_error(criterion: Any, y_pred: Any) -> CriterionError:
+    prediction = _first_tensor(y_pred)
+    if prediction is not None and prediction.requires_grad:
+        cause = (
+            "although the model's output does: the criterion cut the graph. Do not use .detach(), .item(), "
+            ".numpy() or torch.tensor(...) on the output inside the criterion"
+        )
+    else:
+        cause = (
+            "and neither does the model's output: check that the model has trainable parameters "
+            "(requires_grad=True) and that its forward does not run under torch.no_grad()"
+        )
+    return CriterionError(
+        f"the loss returned by the criterion {_name(criterion)} does not require grad, {cause}; backward "
+        "cannot compute gradients from it"
+    )
+
+
+def _is_classification(criterion: Any) -> bool:
+    """True for losses over class indices (CrossEntropyLoss, NLLLoss and their functional forms)."""
+    if isinstance(criterion, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)):
+        return True
+    return getattr(criterion, "__name__", "") in ("cross_entropy", "nll_loss")
+
+
+def _target_hint(criterion: Any, y_pred: Any, y_true: Any, error: Exception) -> str:
+    """The likely fix when a criterion fails on a single prediction and target (error path only)."""
+    text = str(error)
+    if not isinstance(y_pred, torch.Tensor) or not isinstance(y_true, torch.Tensor):
+        return _GENERIC_TARGET_HINT
+    if "multi-target" in text and y_true.dim() == 2 and y_true.shape[-1] == 1:
+        return (
+            f"The target has shape {tuple(y_true.shape)} but class-index targets must have shape "
+            f"({y_true.shape[0]},): squeeze it, e.g. y.squeeze(1) or y.view(-1)"
+        )
+    if "out of bounds" in text and y_pred.dim() >= 2:
+        return (
+            f"Class indices must lie in [0, {y_pred.shape[1]}), the size of the model's output dim 1: make the "
+            "model output one score per class, or remap the labels"
+        )
+    if y_true.is_floating_point() and (_is_classification(criterion) or "Long" in text):
+        return (
+            f"The target is {y_true.dtype} but class-index int64 targets for CrossEntropyLoss (and NLLLoss) are "
+            "expected: convert them with y.long(), or give class probabilities of the output's shape"
+        )
+    if not y_true.is_floating_point() and y_pred.is_floating_point():
+        return (
+            f"The target is {y_true.dtype} but this criterion needs floating-point targets like the output "
+            f"({y_pred.dtype}): convert them with y.float()"
+        )
+    if y_pred.shape != y_true.shape:
+        return (
+            f"The model's output has shape {tuple(y_pred.shape)} and the target {tuple(y_true.shape)}: make the "
+            "model's last layer produce the target's shape (or reshape the target)"
+        )
+    return _GENERIC_TARGET_HINT
+
+
+_GENERIC_TARGET_HINT = (
+    "Check that the model's output matches the target's shape and dtype (e.g. class-index int64 targets for "
+    "CrossEntropyLoss, float targets like the output for MSELoss)"
+)
 
 
 def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
@@ -178,9 +304,7 @@ def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
     try:
         return criterion(*predictions, *targets)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
-        name = getattr(criterion, "__name__", type(criterion).__name__)
         raise CriterionError(
-            f"the criterion {name} failed on the prediction ({describe(y_pred)}) and the target "
-            f"({describe(y_true)}): {error}. Check that the model's output matches the target's shape and "
-            "dtype (e.g. class-index int64 targets for CrossEntropyLoss, float targets like the output for MSELoss)"
+            f"the criterion {_name(criterion)} failed on the prediction ({describe(y_pred)}) and the target "
+            f"({describe(y_true)}): {error}. {_target_hint(criterion, y_pred, y_true, error)}"
         ) from error

@@ -27,3 +27,18 @@ class StateDictError(TorchbearerError, ValueError):
 
 class ConfigurationError(TorchbearerError, ValueError):
     """A Trial was configured with values it cannot use."""
+
+
+class ConfigurationTypeError(TorchbearerError, TypeError):
+    """A Trial, callback list or metric list was given a value of the wrong type (e.g. a class, not an instance)."""
+
+
+class UnknownMetricError(TorchbearerError, KeyError):
+    """A metric name is not in the registry of default metrics."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted, as if it were a key
+        return str(self.args[0]) if self.args else ""
+
+
+class TorchbearerWarning(UserWarning):
+    """A likely mistake that still lets training go on (filter it with ``warnings.filterwarnings``)."""

@@ -50,13 +50,28 @@ def load_batch_none(state: dict) -> None:
 
 
 def load_batch_infinite(loader: BatchLoader) -> BatchLoader:
-    """Wrap ``loader`` so that an exhausted iterator is restarted from the generator."""
+    """Wrap ``loader`` so that an exhausted iterator is restarted from the generator.
+
+    Raises:
+        BatchError: the generator gives no batch even right after a restart (empty, or a one-shot iterator).
+    """
 
     def call(state: dict) -> None:
         try:
             loader(state)
         except StopIteration:
             state[ITERATOR] = iter(state[GENERATOR])
-            loader(state)
+            try:
+                loader(state)
+            except StopIteration:
+                raise _exhausted_error(state[GENERATOR]) from None
 
     return call
+
+
+def _exhausted_error(generator: object) -> BatchError:
+    return BatchError(
+        f"the {type(generator).__name__} gave no batch even after restarting it: it is empty, or it is a one-shot "
+        "iterator (such as a Python generator) that cannot be iterated again. Pass a re-iterable such as a "
+        "DataLoader or a list of batches, or fewer steps"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import re
 import warnings
 from collections.abc import Iterator
@@ -14,13 +15,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchbearer
-from torchbearer import rng
+from torchbearer import distributed, rng
 from torchbearer.bases import Callback, cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList, overrides
 from torchbearer.calling import always_pass_state
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
-from torchbearer.errors import ConfigurationError, StateDictError
+from torchbearer.errors import ConfigurationError, ConfigurationTypeError, StateDictError, TorchbearerWarning
 from torchbearer.loading import (
     load_batch_infinite,
     load_batch_none,
@@ -87,11 +88,23 @@ __all__ = [
     "inject_callback",
 ]
 
-_DATA_KEYS = {
+
+class _DataKeys(dict):
+    """The three data sets by key; any other key (``evaluate(data_key='val')``) is a clear error."""
+
+    def __missing__(self, key: Any) -> tuple:
+        raise ConfigurationError(
+            f"data_key {key!r} is not a data set: use torchbearer.TRAIN_DATA, torchbearer.VALIDATION_DATA or "
+            "torchbearer.TEST_DATA"
+        )
+
+
+_DATA_KEYS = _DataKeys({
     TRAIN_DATA: (TRAIN_GENERATOR, TRAIN_STEPS, "training"),
     VALIDATION_DATA: (VALIDATION_GENERATOR, VALIDATION_STEPS, "validation"),
     TEST_DATA: (TEST_GENERATOR, TEST_STEPS, "test"),
-}
+})  # fmt: skip
+_SHORT_NAMES = {"training": "train", "validation": "val", "test": "test"}  # as in with_val_data, for_val_steps
 
 
 class MockModel(torch.nn.Module):
@@ -185,11 +198,15 @@ def _bound_arguments(func, self, args, kwargs) -> dict:
 
 
 def inject_printer(validation_label_letter: str = "v"):
-    """Decorator for Trial methods with a ``verbose`` argument: the printer fires first for the call."""
+    """Decorator for Trial methods with a ``verbose`` argument: the printer fires first for the call.
+
+    It decorates every method that runs passes, so it also scales the Trial out first (under torchrun).
+    """
 
     def decorator(func):
         @functools.wraps(func)
         def wrapper(self: Trial, *args, **kwargs):
+            distributed.prepare(self)
             verbose = _bound_arguments(func, self, args, kwargs)["verbose"]
             verbose = self.verbose if verbose == -1 else verbose
             user_list = self.state[CALLBACK_LIST]
@@ -259,6 +276,88 @@ def _int_steps(steps: Any, label: str) -> int:
     return steps
 
 
+def _check_trial_arguments(model: Any, optimizer: Any, criterion: Any, verbose: Any) -> None:
+    """Refuse constructor arguments that cannot work, naming the fix (see :class:`Trial`)."""
+    order = "the arguments are Trial(model, optimizer, criterion, metrics, callbacks)"
+    if isinstance(model, type):
+        raise ConfigurationTypeError(
+            f"model {model.__name__} is a class, not a model: instantiate it, e.g. Trial({model.__name__}(...), ...)"
+        )
+    if isinstance(model, torch.optim.Optimizer):
+        raise ConfigurationTypeError(f"model is the optimizer {type(model).__name__}: {order}")
+    if isinstance(optimizer, type):
+        raise ConfigurationTypeError(
+            f"optimizer {optimizer.__name__} is a class, not an optimizer: build it over the model's parameters, "
+            f"e.g. {optimizer.__name__}(model.parameters(), lr=0.01)"
+        )
+    if optimizer is not None and not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")):
+        raise ConfigurationTypeError(
+            f"optimizer {type(optimizer).__name__} is not an optimizer (it has no step() and zero_grad()): pass a "
+            f"torch.optim.Optimizer such as torch.optim.SGD(model.parameters(), lr=0.01); {order}"
+        )
+    if isinstance(criterion, type):
+        raise ConfigurationTypeError(
+            f"criterion {criterion.__name__} is a class, not a loss: instantiate it, "
+            f"e.g. criterion={criterion.__name__}()"
+        )
+    if criterion is not None and not callable(criterion):
+        raise ConfigurationTypeError(
+            f"criterion {criterion!r} of type {type(criterion).__name__} is not callable: pass a loss such as "
+            f"torch.nn.CrossEntropyLoss(), or a function f(y_pred, y_true) or f(state); {order}"
+        )
+    if not isinstance(verbose, numbers.Integral):
+        raise ConfigurationTypeError(
+            f"verbose must be an int, got {verbose!r}: 2 for a progress bar per pass, 1 for one bar over the "
+            "epochs, 0 for silence"
+        )
+
+
+def _warn_if_optimizer_misses_model(model: Any, optimizer: Any) -> None:
+    """Warn when the optimizer holds none of the model's parameters (compared by identity, once)."""
+    bare = unwrap_model(model)
+    if not isinstance(bare, torch.nn.Module) or not isinstance(optimizer, torch.optim.Optimizer):
+        return
+    if isinstance(optimizer, MockOptimizer):
+        return
+    model_parameters = {id(parameter) for parameter in bare.parameters()}
+    held = [id(parameter) for group in optimizer.param_groups for parameter in group["params"]]
+    if not model_parameters or not held or not model_parameters.isdisjoint(held):
+        return
+    name = type(optimizer).__name__
+    warnings.warn(
+        f"the optimizer {name} holds none of the parameters of the model {type(bare).__name__}, so training will "
+        f"not change the model. Build the optimizer from this model, e.g. {name}(model.parameters(), ...), after "
+        "creating the model (re-creating the model after its optimizer is the usual cause); ignore this if the "
+        "optimizer trains other tensors on purpose",
+        TorchbearerWarning,
+        stacklevel=3,
+    )
+
+
+def _tensor_dataset(method: str, **tensors: Any) -> TensorDataset:
+    """A TensorDataset for ``with_*_data``, after checking that it gets tensors of one length."""
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ConfigurationTypeError(
+                f"{method} needs tensors, got {name} of type {type(tensor).__name__}: convert it with "
+                f"torch.as_tensor({name}), or pass a DataLoader to the matching with_*_generator"
+            )
+        if tensor.dim() == 0:
+            raise ConfigurationError(f"{method} got a 0-dimensional {name}: dim 0 must index the samples")
+    lengths = {name: len(tensor) for name, tensor in tensors.items()}
+    if len(set(lengths.values())) > 1:
+        raise ConfigurationError(
+            f"{method} got {' and '.join(f'{len_} samples in {name}' for name, len_ in lengths.items())}: x and y "
+            "must have the same length along dim 0 (one target per input)"
+        )
+    return TensorDataset(*tensors.values())
+
+
+def _require_callable(method: str, value: Any, expected: str) -> None:
+    if not callable(value):
+        raise ConfigurationTypeError(f"{method} needs {expected}, got {value!r} of type {type(value).__name__}")
+
+
 @cite(
     """@article{2018torchbearer,
   title={Torchbearer: A Model Fitting Library for PyTorch},
@@ -295,6 +394,8 @@ class Trial:
         *,
         pass_state: bool = False,
     ) -> None:
+        _check_trial_arguments(model, optimizer, criterion, verbose)
+        _warn_if_optimizer_misses_model(model, optimizer)
         if model is not None and pass_state:
             always_pass_state(model)
         self.verbose = verbose
@@ -306,7 +407,7 @@ class Trial:
                 CRITERION: criterion,
                 OPTIMIZER: optimizer if optimizer is not None else MockOptimizer(),
                 METRIC_LIST: MetricList(metrics),
-                CALLBACK_LIST: CallbackList(callbacks),
+                CALLBACK_LIST: CallbackList(callbacks, warn_on_nan_loss=True),
                 DEVICE: "cpu",
                 DATA_TYPE: torch.float32,
                 SELF: self,
@@ -332,6 +433,7 @@ class Trial:
             self.state[CRITERION] = _zero_loss(self.state)
         self._train_iterator = None
         self._warned_unconfigured = False
+        self._warned_without_data: set = set()  # (method, data key) pairs already warned about
         self._running_state: State | None = None  # the state of the run in progress, for mid-epoch checkpoints
         self._training_pass_active = False
         self._epoch_start_rng: dict | None = None
@@ -353,24 +455,30 @@ class Trial:
     # ----------------------------------------------------------------------------------- data
     def _with_generator(self, data_key, generator, steps) -> Trial:
         generator_key, steps_key, label = _DATA_KEYS[data_key]
+        short = _SHORT_NAMES[label]
+        if isinstance(generator, torch.Tensor):
+            raise ConfigurationTypeError(
+                f"with_{short}_generator got a tensor; it needs a DataLoader (or another re-iterable of batches). "
+                f"For tensors use with_{short}_data(x{', y' if short != 'test' else ''}, batch_size=...)"
+            )
         self.state[generator_key] = generator
         if steps is None:
             steps = self.state[steps_key]
-        if steps is None:
-            try:
-                steps = len(generator)
-            except TypeError as error:
+        try:
+            length = len(generator)
+        except TypeError as error:
+            if steps is None:
                 raise ConfigurationError(
                     f"the {label} generator {type(generator).__name__} has no length, so the number of steps "
-                    f"per epoch is unknown: pass steps=N to with_{label.replace('ation', '')}_generator or call "
-                    f"for_{'val' if label == 'validation' else label.replace('ing', '')}_steps(N)"
+                    f"per epoch is unknown: pass steps=N to with_{short}_generator or call for_{short}_steps(N)"
                 ) from error
-            if steps == 0:
-                raise ConfigurationError(
-                    f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
-                    "larger than the dataset with drop_last=True"
-                )
-        return self._for_steps(data_key, steps)
+            length = None
+        if length == 0:
+            raise ConfigurationError(
+                f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
+                "larger than the dataset with drop_last=True"
+            )
+        return self._for_steps(data_key, length if steps is None else steps)
 
     def with_train_generator(self, generator, steps=None) -> Trial:
         """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length)."""
@@ -399,17 +507,19 @@ class Trial:
 
     def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
         """Train on tensors ``x``, ``y`` through a ``DataLoader``."""
-        loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=shuffle, num_workers=num_workers)
+        dataset = _tensor_dataset("with_train_data", x=x, y=y)
+        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_train_generator(loader, steps=steps)
 
     def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
         """Validate on tensors ``x``, ``y`` through a ``DataLoader``."""
-        loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=shuffle, num_workers=num_workers)
+        dataset = _tensor_dataset("with_val_data", x=x, y=y)
+        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_val_generator(loader, steps=steps)
 
     def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
         """Predict on tensor ``x`` (unshuffled) through a ``DataLoader``."""
-        loader = DataLoader(TensorDataset(x), batch_size, num_workers=num_workers)
+        loader = DataLoader(_tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
     def with_data(
@@ -483,11 +593,13 @@ class Trial:
 
     def with_loader(self, batch_loader) -> Trial:
         """Use ``batch_loader(state)`` to load every batch of every pass."""
+        _require_callable("with_loader", batch_loader, "a function batch_loader(state)")
         self.state[LOADER] = batch_loader
         return self
 
     def with_closure(self, closure) -> Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
+        _require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
         self.closure = closure
         return self
 
@@ -535,6 +647,24 @@ class Trial:
         if not isinstance(steps, int) or steps < 1:
             raise ConfigurationError(f"with_accumulation needs a positive int number of batches, got {steps!r}")
         self.state[ACCUMULATION_STEPS] = steps
+        return self
+
+    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options) -> Trial:
+        """Choose how the Trial scales out on ``torch.distributed`` (see ``docs/scaling-out.md``).
+
+        Without this call a Trial launched by ``torchrun`` already trains data-parallel with DDP.
+
+        Args:
+            enabled: ``False`` turns the automation off: no wrapping, no samplers, no metric reduction.
+            strategy: ``'ddp'`` (DistributedDataParallel) or ``'fsdp'`` (FSDP2 ``fully_shard``).
+            **options: ``backend``, ``timeout`` (seconds), ``shard_modules`` and ``state_dict_type``
+                (``'full'`` or ``'sharded'``) for FSDP, and keyword arguments for the wrapper; see
+                :func:`torchbearer.distributed.configure`.
+
+        Example:
+            >>> trial.with_distributed(strategy='fsdp', shard_modules=(nn.TransformerEncoderLayer,))  # doctest: +SKIP
+        """
+        distributed.configure(self.state, enabled, strategy, **options)
         return self
 
     # ----------------------------------------------------------------------------------- passes
@@ -660,6 +790,7 @@ class Trial:
             The metric values, prefixed ``val_``, ``test_`` or ``train_`` by data set.
         """
         if not self._has(VALIDATION_DATA if data_key is None else data_key):
+            self._warn_without_data("evaluate", VALIDATION_DATA if data_key is None else data_key, "{}")
             return {}
         self._check_model()
         state = self._call_state(1)
@@ -680,6 +811,7 @@ class Trial:
             A tensor, or a list of per-batch outputs when they cannot be concatenated; ``[]`` with no data.
         """
         if not self._has(TEST_DATA if data_key is None else data_key):
+            self._warn_without_data("predict", TEST_DATA if data_key is None else data_key, "[]")
             return []
         self._check_model()
         state = self._call_state(1)
@@ -712,6 +844,21 @@ class Trial:
         metric_list.reset(state)
         metric_list.load_state_dict(resume["metrics"])
         return resume["batch"] + 1
+
+    def _warn_without_data(self, method: str, data_key: Any, result: str) -> None:
+        """Warn once per method and data set that a call had no data to run on."""
+        if (method, data_key) in self._warned_without_data:
+            return
+        self._warned_without_data.add((method, data_key))
+        label = _DATA_KEYS[data_key][2]
+        short = _SHORT_NAMES[label]
+        warnings.warn(
+            f"{method}() has no {label} data, so it returned {result}: give data with with_{short}_data / "
+            f"with_{short}_generator (or for_{short}_steps(N) to run without data), or choose another data set "
+            "with data_key=",
+            TorchbearerWarning,
+            stacklevel=5,
+        )
 
     def _evaluation_pass(self, state: dict) -> None:
         callbacks = state[CALLBACK_LIST]
@@ -813,12 +960,13 @@ class Trial:
         """Everything needed to resume, as plain types (loads with ``torch.load(weights_only=True)``)."""
         return {
             str(VERSION): _release(torchbearer.__version__),
-            str(MODEL): unwrap_model(self.state[MODEL]).state_dict(**kwargs),
-            str(OPTIMIZER): self.state[OPTIMIZER].state_dict(),
+            str(MODEL): distributed.model_state_dict(self.state, **kwargs),
+            str(OPTIMIZER): distributed.optimizer_state_dict(self.state),
             str(HISTORY): [dict(record) for record in self.state[HISTORY]],
             str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
             str(METRIC_LIST): self.state[METRIC_LIST].state_dict(),
             "rng": rng.get_state(),
+            **distributed.rank_rng_states(self.state),
             "progress": self._progress(),
             **({str(GRAD_SCALER): self.state[GRAD_SCALER].state_dict()} if self.state[GRAD_SCALER] is not None else {}),
         }
@@ -855,7 +1003,7 @@ class Trial:
             )
         _load_model(model, state_dict[MODEL], **kwargs)
         if OPTIMIZER in state_dict:
-            self.state[OPTIMIZER].load_state_dict(state_dict[OPTIMIZER])
+            distributed.load_optimizer_state_dict(self.state, state_dict[OPTIMIZER])
         if HISTORY in state_dict:
             self.state[HISTORY][:] = [dict(record) for record in state_dict[HISTORY]]
         if CALLBACK_LIST in state_dict:
@@ -871,8 +1019,9 @@ class Trial:
         if progress["batch"] < 0:
             if METRIC_LIST in state_dict:
                 self.state[METRIC_LIST].load_state_dict(state_dict[METRIC_LIST])
-            if "rng" in state_dict:
-                rng.set_state(state_dict["rng"])
+            own_rng = distributed.own_rng_state(state_dict)
+            if own_rng is not None:
+                rng.set_state(own_rng)
             return
         self._resume_point = {
             "epoch": progress["epoch"],
@@ -909,7 +1058,8 @@ def _release(version: str) -> str:
 
 def _load_model(model: torch.nn.Module, model_state: dict, **kwargs) -> None:
     try:
-        model.load_state_dict(model_state, **kwargs)
+        if not distributed.load_model_state_dict(model, model_state, **kwargs):
+            model.load_state_dict(model_state, **kwargs)
     except RuntimeError as error:
         expected, given = set(model.state_dict()), set(model_state)
         raise StateDictError(

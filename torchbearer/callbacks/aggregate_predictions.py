@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from torchbearer.bases import Callback
+from torchbearer.distributed import gather_predictions
 from torchbearer.state import FINAL_PREDICTIONS, Y_PRED
 
 
@@ -32,7 +33,8 @@ class AggregatePredictions(Callback):
         self.predictions_list.append(state[Y_PRED])
 
     def on_end_validation(self, state: dict) -> None:
-        state[FINAL_PREDICTIONS] = _aggregate(self.predictions_list)
+        # In a distributed Trial every rank gets all ranks' predictions, in data set order.
+        state[FINAL_PREDICTIONS] = gather_predictions(_aggregate(self.predictions_list), state)
 
     def on_end_epoch(self, state: dict) -> None:
         # A fresh list: FINAL_PREDICTIONS may hold the old one.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from torchbearer.bases import HOOKS, Callback
+from torchbearer.errors import ConfigurationTypeError, TorchbearerWarning
+from torchbearer.state import EPOCH, METRICS
 
 
 def overrides(callback: Callback, hook: str) -> bool:
@@ -23,6 +26,76 @@ def _class_name(entry: Any) -> str:
     return str(entry)
 
 
+def _is_loss(key: Any) -> bool:
+    return key == "loss" or str(key).endswith("_loss")
+
+
+class _NonFiniteLossWarning(Callback):
+    """Warns, once per run, when a pass ends with a NaN or infinite loss metric (no TerminateOnNaN to stop it).
+
+    It reads the end-of-pass metrics, which are already Python numbers: no device sync.
+    """
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def on_start(self, state: dict) -> None:
+        self._warned = False
+
+    def on_end_training(self, state: dict) -> None:
+        self._check(state, "training")
+
+    def on_end_validation(self, state: dict) -> None:
+        self._check(state, "validation")
+
+    def _check(self, state: dict, pass_name: str) -> None:
+        metrics = state.get(METRICS)
+        if self._warned or not isinstance(metrics, dict):
+            return
+        invalid = {
+            str(key): value
+            for key, value in dict.items(metrics)
+            if _is_loss(key) and isinstance(value, float) and not math.isfinite(value)
+        }
+        if invalid:
+            self._warned = True
+            warnings.warn(
+                f"the loss is not finite at the end of the {pass_name} pass of epoch {state.get(EPOCH, 0)} "
+                f"({invalid}); training goes on with a loss that cannot improve. Add "
+                "torchbearer.callbacks.TerminateOnNaN() to the callbacks to stop at the first NaN, and look for a "
+                "learning rate that is too high or NaN/inf values in the data",
+                TorchbearerWarning,
+                stacklevel=2,
+            )
+
+
+def _check_is_a_list(callback_list: Any) -> None:
+    """Refuse a lone callback where a list of callbacks is expected (``callbacks=EarlyStopping()``)."""
+    if isinstance(callback_list, Callback) and not isinstance(callback_list, CallbackList):
+        name = type(callback_list).__name__
+        raise ConfigurationTypeError(
+            f"callbacks must be a list, got a single {name}: put it in a list, e.g. callbacks=[{name}(...)]"
+        )
+    if not isinstance(callback_list, Iterable):
+        raise ConfigurationTypeError(
+            f"callbacks must be a list of Callbacks, got a {type(callback_list).__name__}: pass e.g. "
+            "callbacks=[EarlyStopping()]"
+        )
+
+
+def _not_a_callback(callback: Any) -> ConfigurationTypeError:
+    if isinstance(callback, type) and issubclass(callback, Callback):
+        return ConfigurationTypeError(
+            f"callback {callback.__name__} is a class, not a callback: instantiate it, e.g. "
+            f"callbacks=[{callback.__name__}()]"
+        )
+    return ConfigurationTypeError(
+        f"callback {callback!r} of type {type(callback).__name__} is not a torchbearer Callback; "
+        "subclass torchbearer.Callback or wrap a function with a decorator such as "
+        "@torchbearer.callbacks.on_step_training"
+    )
+
+
 class CallbackList(Callback):
     """A callback that forwards every hook to a list of callbacks, in order.
 
@@ -31,37 +104,48 @@ class CallbackList(Callback):
 
     Args:
         callback_list: An iterable of callbacks.
+        warn_on_nan_loss: Warn once per run when a pass ends with a NaN or infinite ``loss`` (or
+            ``*_loss``) metric, unless the list holds a ``TerminateOnNaN``. A Trial's own list does.
+
+    Raises:
+        ConfigurationTypeError: (a ``TypeError``) If ``callback_list`` is a single callback or an
+            entry is not a callback.
     """
 
     CALLBACK_STATES = "callback_states"
     CALLBACK_TYPES = "callback_types"
 
-    def __init__(self, callback_list: Iterable[Callback]) -> None:
+    def __init__(self, callback_list: Iterable[Callback], *, warn_on_nan_loss: bool = False) -> None:
         self.callback_list: list[Callback] = []
         self._dispatch: dict[str, list] = {}
+        self._loss_warning = _NonFiniteLossWarning() if warn_on_nan_loss else None
         self.append(callback_list)
 
     def append(self, callback_list: Iterable[Callback]) -> None:
         """Add callbacks (flattening nested lists) and refresh the per-hook dispatch lists."""
+        _check_is_a_list(callback_list)
         for callback in callback_list:
             if isinstance(callback, CallbackList):
                 self.callback_list.extend(callback.callback_list)
             elif isinstance(callback, Callback):
                 self.callback_list.append(callback)
             else:
-                raise TypeError(
-                    f"callback {callback!r} of type {type(callback).__name__} is not a torchbearer Callback; "
-                    "subclass torchbearer.Callback or wrap a function with a decorator such as "
-                    "@torchbearer.callbacks.on_step_training"
-                )
+                raise _not_a_callback(callback)
         self._dispatch = {}
 
     def _hooks(self, hook: str) -> list:
         bound = self._dispatch.get(hook)
         if bound is None:
             bound = [getattr(cb, hook) for cb in self.callback_list if overrides(cb, hook)]
+            if self._loss_warning is not None and overrides(self._loss_warning, hook) and not self._stops_on_nan():
+                bound.append(getattr(self._loss_warning, hook))
             self._dispatch[hook] = bound
         return bound
+
+    def _stops_on_nan(self) -> bool:
+        from torchbearer.callbacks.terminate_on_nan import TerminateOnNaN  # here: the package is still importing
+
+        return any(isinstance(callback, TerminateOnNaN) for callback in self.callback_list)
 
     def state_dict(self) -> dict:
         return {
@@ -88,7 +172,7 @@ class CallbackList(Callback):
         return len(self.callback_list)
 
     def __copy__(self) -> CallbackList:
-        return CallbackList(self.callback_list)
+        return CallbackList(self.callback_list, warn_on_nan_loss=self._loss_warning is not None)
 
     def copy(self) -> CallbackList:
         return self.__copy__()

@@ -22,9 +22,8 @@ import torch
 
 from torchbearer.bases import Callback, get_metric
 from torchbearer.callbacks.early_stopping import is_improvement, resolve_mode, worst_value
-from torchbearer.devices import unwrap_model
-from torchbearer.io import atomic_save
-from torchbearer.state import METRICS, MODEL, SELF
+from torchbearer.distributed import is_rank_zero, model_state_dict, remove_checkpoint, save_checkpoint
+from torchbearer.state import METRICS, SELF
 
 DEFAULT_FILEPATH = "model.{epoch:02d}-{val_loss:.2f}.pt"
 
@@ -110,23 +109,24 @@ class _Checkpointer(Callback):
         """
         path = checkpoint_path(self.fileformat, model_state)
         folder = os.path.dirname(path)
-        if folder:
+        if folder and is_rank_zero():
             os.makedirs(folder, exist_ok=True)
-        atomic_save(self._content(model_state), path, self.pickle_module, self.pickle_protocol)
+        # Every rank gathers the content (a sharded model's state is a collective); rank zero writes it.
+        save_checkpoint(self._content(model_state), path, model_state, self.pickle_module, self.pickle_protocol)
         previous, self.most_recent = self.most_recent, path
         if overwrite_most_recent and previous is not None and os.path.abspath(previous) != os.path.abspath(path):
-            _delete_old_file(previous)
+            _delete_old_file(previous, model_state)
         return path
 
     def _content(self, model_state: Mapping) -> dict:
         if self.save_model_params_only:
-            return unwrap_model(model_state[MODEL]).state_dict()
+            return model_state_dict(model_state)
         return model_state[SELF].state_dict()
 
 
-def _delete_old_file(path: str) -> None:
+def _delete_old_file(path: str, state: Mapping) -> None:
     try:
-        os.remove(path)
+        remove_checkpoint(path, state)
     except OSError:
         warnings.warn(
             f"Failed to delete old file. Are you running two checkpointers with the same filename? (file: {path!r})",

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import torchbearer
 from torchbearer.bases import Callback
-from torchbearer.callbacks.tensor_board import is_rank_zero
+from torchbearer.distributed import is_rank_zero
 
 
 def _read_header(filename: str, separator: str) -> list[str]:

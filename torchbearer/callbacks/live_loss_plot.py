@@ -8,6 +8,7 @@ from typing import Any
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.distributed import is_rank_zero
 from torchbearer.metric_values import to_python
 
 _HEADLESS_BACKENDS = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"})
@@ -36,6 +37,8 @@ def _send_quietly(plotter: Any) -> None:
     livelossplot opens a new pyplot figure per draw; on a backend that cannot show it (Agg on a
     server) nobody would ever close it, so figures and memory would pile up over a run.
     """
+    if not is_rank_zero():  # in a distributed run only rank zero draws
+        return
     import matplotlib.pyplot as plt
 
     before = set(plt.get_fignums())

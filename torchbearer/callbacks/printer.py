@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torchbearer.state as _keys
 from torchbearer import magics
 from torchbearer.bases import Callback
+from torchbearer.distributed import is_rank_zero
 from torchbearer.metric_values import to_python
 
 _STEP_KEYS = ("train_steps", "validation_steps")
@@ -92,12 +93,14 @@ class ConsolePrinter(Callback):
         self._throttle = _Throttle()
 
     def _step(self, state: Mapping, letter: str) -> None:
-        if self._throttle.ready(self.refresh_interval):
+        if self._throttle.ready(self.refresh_interval) and is_rank_zero():
             metrics = _format_metrics(state[_keys.METRICS], self.precision)
             line = f"\r{_description(state, letter)}: {state[_keys.BATCH]}/{state[_keys.STEPS]} {metrics}"
             print(line, end="", flush=True)
 
     def _end(self, state: Mapping, letter: str) -> None:
+        if not is_rank_zero():  # in a distributed run only rank zero prints
+            return
         print(f"\r{_description(state, letter)}: {_format_metrics(state[_keys.METRICS], self.precision)}")
 
     def on_start_training(self, state: dict) -> None:
@@ -200,7 +203,7 @@ class Tqdm(Callback):
     # one bar per pass (on_epoch=False)
 
     def _start_pass(self, state: Mapping, letter: str) -> None:
-        if self.on_epoch:
+        if self.on_epoch or not is_rank_zero():  # in a distributed run only rank zero shows bars
             return
         steps = state[_keys.STEPS]
         total = steps if isinstance(steps, int) and steps >= 0 else None
@@ -244,7 +247,7 @@ class Tqdm(Callback):
             self._bar = None
 
     def on_start_epoch(self, state: dict) -> None:
-        if not self.on_epoch or self._bar is not None:
+        if not self.on_epoch or self._bar is not None or not is_rank_zero():
             return
         epoch = state[_keys.EPOCH]
         self._bar = self._new_bar(total=state[_keys.MAX_EPOCHS], initial=epoch)

@@ -10,6 +10,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.distributed import cross_rank, is_rank_zero
 
 Handler = Callable[[Any, dict], None]
 
@@ -177,16 +178,29 @@ class PyCM(Callback):
         if not self._collecting:
             return
         self._collecting = False
-        if not self._targets:
+        predicted, actual = self._classes(state)
+        self._predictions, self._targets = [], []
+        if not is_rank_zero():  # in a distributed run rank zero makes the matrix of every rank's samples
+            return
+        if not actual:
             warnings.warn("PyCM: the pass had no batches with targets, so no confusion matrix was made", stacklevel=2)
             return
-        # Once per pass: the host-device sync that pycm needs.
-        predicted = torch.cat(self._predictions).cpu().tolist()
-        actual = torch.cat(self._targets).cpu().tolist()
-        self._predictions, self._targets = [], []
         cm = self._confusion_matrix(actual_vector=actual, predict_vector=predicted, **self.kwargs)
         for handler in self._handlers:
             handler(cm, state)
+
+    def _classes(self, state: dict) -> tuple[list, list]:
+        """The predicted and actual classes of the pass (of every rank, in a distributed Trial)."""
+        if not self._targets:
+            predicted, actual = [], []
+        else:  # once per pass: the host-device sync that pycm needs
+            predicted = torch.cat(self._predictions).cpu().tolist()
+            actual = torch.cat(self._targets).cpu().tolist()
+        ranks = cross_rank(state)
+        if ranks is None:
+            return predicted, actual
+        parts = ranks.gather((predicted, actual))
+        return [item for part in parts for item in part[0]], [item for part in parts for item in part[1]]
 
     def on_start_training(self, state: dict) -> None:
         self._begin(torchbearer.TRAIN_DATA)

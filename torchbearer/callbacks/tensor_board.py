@@ -25,12 +25,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
-
-
-def is_rank_zero() -> bool:
-    """True unless this process is a rank other than zero of an initialised ``torch.distributed`` group."""
-    distributed = torch.distributed
-    return not (distributed.is_available() and distributed.is_initialized()) or distributed.get_rank() == 0
+from torchbearer.distributed import is_rank_zero
 
 
 class VisdomParams:

@@ -28,7 +28,6 @@ from torchbearer.metrics.masked import (
 )
 from torchbearer.metrics.metrics import AdvancedMetric
 
-
 _GROUP_SIZE = 32
 """Batches a :class:`Mean` collects before summing them together (bounds the memory they hold)."""
 

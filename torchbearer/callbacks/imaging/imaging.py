@@ -17,6 +17,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.distributed import is_rank_zero
 
 ImageHandler = Callable[[torch.Tensor, int, dict], None]
 Index = Union[int, Sequence[int], None]
@@ -169,6 +170,8 @@ class ImagingCallback(Callback):
 
     def process(self, state: dict) -> None:
         """Make this step's image and hand it to every handler."""
+        if not is_rank_zero():  # in a distributed run the images come from rank zero's batches
+            return
         image = self.on_batch(state)
         for step in self._steps:
             if image is None:
