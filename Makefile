@@ -31,5 +31,8 @@ lint: venv
 benchmark: venv
 	$(PY) benchmarks/overhead.py
 
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 clean:
 	rm -rf $(VENV) runs logs

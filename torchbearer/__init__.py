@@ -29,3 +29,5 @@ from torchbearer.trial import (  # noqa: E402
 )
 from torchbearer.callbacks import CallbackList  # noqa: E402
 from torchbearer import cv_utils  # noqa: E402
+from torchbearer.callbacks import AggregatePredictions, Tqdm  # noqa: E402  (0.5's star import exposed these)
+from torchbearer.metrics import MetricList  # noqa: E402

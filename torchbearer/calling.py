@@ -60,10 +60,17 @@ def describe(value: Any) -> str:
         return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype} on {value.device}"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__} of [" + ", ".join(describe(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "dict of {" + ", ".join(f"{key!r}: {describe(item)}" for key, item in value.items()) + "}"
     return type(value).__name__ if value is not None else "None"
 
 
 _DEVICE_HINT = ". The model and the batch seem to be on different devices: move both with trial.to(device)"
+
+
+def _without_end_mark(error: Exception) -> str:
+    """The error's text without its final full stop or exclamation mark, to continue the sentence."""
+    return str(error).rstrip(".!")
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -97,10 +104,10 @@ def _placement_hint(error: Exception, model: Any, x: Any) -> str:
         )
     if "dtype" not in text and "scalar type" not in text:
         return ""
-    if not batch.is_floating_point() and not batch.is_complex() and parameter.is_floating_point():
+    if not batch.is_floating_point() and parameter.is_floating_point():
         return (
             f". The batch is {batch.dtype} but the model's parameters are {parameter.dtype}: give the model "
-            "floating-point input, e.g. build the dataset from x.float()"
+            "real floating-point input, e.g. build the dataset from x.float()"
         )
     if batch.dtype != parameter.dtype:
         return (
@@ -112,7 +119,10 @@ def _placement_hint(error: Exception, model: Any, x: Any) -> str:
 
 
 def _explain_model_error(error: Exception, model: Any, x: Any) -> ModelCallError:
-    message = f"calling the model {type(unwrap_model(model)).__name__} on the input ({describe(x)}) failed: {error}"
+    message = (
+        f"calling the model {type(unwrap_model(model)).__name__} on the input ({describe(x)}) failed: "
+        f"{_without_end_mark(error)}"
+    )
     if x is None:
         message += (
             ". The input is None because this pass has no data: give data with with_train_data / "
@@ -191,7 +201,8 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
 
     Raises:
         CriterionError: the criterion failed on the prediction and target (both are described),
-            or returned a loss that is not a single value.
+            returned a loss that is not a single value, or, with gradients enabled (training), returned
+            something that is not a tensor or a tensor that does not require grad.
     """
     try:
         takes_state = _STATE_CRITERION.get(criterion)
@@ -238,17 +249,17 @@ def _no_gradient_error(criterion: Any, y_pred: Any) -> CriterionError:
     prediction = _first_tensor(y_pred)
     if prediction is not None and prediction.requires_grad:
         cause = (
-            "although the model's output does: the criterion cut the graph. Do not use .detach(), .item(), "
-            ".numpy() or torch.tensor(...) on the output inside the criterion"
+            "the model's output does, so the criterion cut the graph: do not use .detach(), .item(), .numpy() "
+            "or torch.tensor(...) on the output inside the criterion"
         )
     else:
         cause = (
-            "and neither does the model's output: check that the model has trainable parameters "
+            "neither does the model's output: check that the model has trainable parameters "
             "(requires_grad=True) and that its forward does not run under torch.no_grad()"
         )
     return CriterionError(
-        f"the loss returned by the criterion {_name(criterion)} does not require grad, {cause}; backward "
-        "cannot compute gradients from it"
+        f"the loss returned by the criterion {_name(criterion)} does not require grad, so backward cannot "
+        f"compute gradients from it; {cause}"
     )
 
 
@@ -306,5 +317,5 @@ def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         raise CriterionError(
             f"the criterion {_name(criterion)} failed on the prediction ({describe(y_pred)}) and the target "
-            f"({describe(y_true)}): {error}. {_target_hint(criterion, y_pred, y_true, error)}"
+            f"({describe(y_true)}): {_without_end_mark(error)}. {_target_hint(criterion, y_pred, y_true, error)}"
         ) from error

@@ -30,6 +30,7 @@ import math
 import operator
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,6 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-from torchbearer import rng
 from torchbearer.devices import unwrap_model, update_device_and_dtype
 from torchbearer.errors import ConfigurationError, TorchbearerWarning
 from torchbearer.io import atomic_save, safe_load
@@ -117,7 +117,8 @@ class DistributedSettings:
         state_dict_type: FSDP: ``'full'`` (checkpoints hold the whole model, written by rank zero) or
             ``'sharded'`` (each rank writes its shard with ``torch.distributed.checkpoint``).
         wrapper_kwargs: Passed to ``DistributedDataParallel`` or ``fully_shard``.
-        active: Whether the current calls run distributed (set by :func:`prepare`).
+        active: Whether the Trial runs distributed (set by :func:`prepare`).
+        cpu_group: The process group for end-of-pass values on the CPU (``None``: the default group).
     """
 
     enabled: bool | None = None
@@ -194,12 +195,6 @@ def settings_of(state: Mapping) -> DistributedSettings | None:
     return state.get(DISTRIBUTED) if hasattr(state, "get") else None
 
 
-def is_active(state: Mapping) -> bool:
-    """True when the Trial owning ``state`` runs distributed (more than one rank, automation on)."""
-    settings = settings_of(state)
-    return settings is not None and settings.active
-
-
 def _wanted_world_size(settings: DistributedSettings) -> int:
     if settings.enabled is False:
         return 1
@@ -238,9 +233,8 @@ def prepare(trial: Any) -> DistributedSettings:
 def _init_process_group(settings: DistributedSettings, device_type: str) -> None:
     if is_initialized():
         return
-    environment = launch_environment()
     if device_type == "cuda":
-        torch.cuda.set_device(environment[2] % torch.cuda.device_count())
+        torch.cuda.set_device(_rank_cuda_device())
     backend = settings.backend or ("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=settings.timeout))
     atexit.register(_destroy_process_group)
@@ -261,7 +255,7 @@ def _place_on_rank_device(trial: Any, settings: DistributedSettings) -> None:
     device = torch.device(trial.state[DEVICE])
     if device.type != "cuda":
         return
-    rank_device = torch.device("cuda", torch.cuda.current_device())
+    rank_device = _rank_cuda_device()
     if device == rank_device:
         return
     if settings.strategy == "fsdp":  # fully_shard moves each shard to the device; the whole model may not fit
@@ -270,12 +264,27 @@ def _place_on_rank_device(trial: Any, settings: DistributedSettings) -> None:
         trial.to(rank_device)
 
 
+def _rank_cuda_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` (modulo the visible GPUs) under torchrun, else the current CUDA device."""
+    environment = launch_environment()
+    if environment is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda", environment[2] % torch.cuda.device_count())
+
+
+def _fsdp_classes() -> tuple[type, ...]:
+    """The FSDP module classes, or none if FSDP was never imported (no model can be sharded then).
+
+    Importing ``torch.distributed.fsdp`` takes about a second, which a single process should not pay.
+    """
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return () if fsdp is None else (fsdp.FSDPModule, fsdp.FullyShardedDataParallel)
+
+
 def is_distributed_model(model: Any) -> bool:
     """True for a model (or a compiled model) already wrapped in DDP or sharded with FSDP."""
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
     while True:
-        if isinstance(model, (DistributedDataParallel, FSDPModule, FullyShardedDataParallel)):
+        if isinstance(model, (DistributedDataParallel, *_fsdp_classes())):
             return True
         inner = getattr(model, "_orig_mod", None)
         if inner is None:
@@ -311,7 +320,7 @@ class _DataParallel(DistributedDataParallel):
         return super().forward(*inputs, **kwargs)
 
     def train(self, mode: bool = True) -> _DataParallel:
-        if self.training and not mode:
+        if self.training and not mode and self.broadcast_buffers:
             for buffer in self.module.buffers():
                 dist.broadcast(buffer, src=0, group=self.process_group)
         return super().train(mode)
@@ -328,8 +337,10 @@ def _fully_shard(model: torch.nn.Module, optimizer: Any, settings: DistributedSe
 
     for tensor in [*model.parameters(), *model.buffers()]:
         dist.broadcast(tensor.data, src=0, group=settings.cpu_group if tensor.device.type == "cpu" else None)
-    names = {id(parameter): name for name, parameter in model.named_parameters()}
-    saved = _named_optimizer_state(optimizer, names) if getattr(optimizer, "state", None) else None
+    names = _parameter_names(model)
+    saved = None
+    if getattr(optimizer, "state", None):  # e.g. loaded from a checkpoint before the first run
+        saved = _renumbered(optimizer.state_dict(), dict(enumerate(_optimizer_names(optimizer, names))))
     units = [module for module in model.modules() if module is not model and isinstance(module, settings.shard_modules)]
     for module in reversed(units):  # innermost first
         fully_shard(module, **settings.wrapper_kwargs)
@@ -346,21 +357,17 @@ def _fully_shard(model: torch.nn.Module, optimizer: Any, settings: DistributedSe
 
 def is_fsdp_model(model: Any) -> bool:
     """True for a model sharded with FSDP2 ``fully_shard``."""
-    from torch.distributed.fsdp import FSDPModule
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(unwrap_model(model), fsdp.FSDPModule)
 
-    return isinstance(unwrap_model(model), FSDPModule)
+
+def _parameter_names(model: torch.nn.Module) -> dict[int, str]:
+    return {id(parameter): name for name, parameter in model.named_parameters()}
 
 
-def _optimizer_names(optimizer: Any, model: torch.nn.Module) -> list[str]:
-    """The parameter names of ``model`` in the order of the optimizer's parameter groups."""
-    names = {id(parameter): name for name, parameter in model.named_parameters()}
+def _optimizer_names(optimizer: Any, names: dict[int, str]) -> list[str]:
+    """The parameter names (from ``names``, keyed by ``id``) in the order of the optimizer's groups."""
     return [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
-
-
-def _named_optimizer_state(optimizer: Any, names: dict[int, str]) -> dict:
-    """``optimizer.state_dict()`` keyed by parameter names instead of positions."""
-    order = [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
-    return _renumbered(optimizer.state_dict(), dict(enumerate(order)))
 
 
 def _renumbered(optimizer_state: dict, keys: dict) -> dict:
@@ -440,7 +447,7 @@ def load_optimizer_state_dict(state: Mapping, optimizer_state: dict) -> None:
 
     full = not _holds_dtensors(optimizer_state)
     if full and all(isinstance(key, int) for key in optimizer_state.get("state", {})):
-        names = _optimizer_names(optimizer, unwrap_model(model))
+        names = _optimizer_names(optimizer, _parameter_names(unwrap_model(model)))
         optimizer_state = _renumbered(optimizer_state, dict(enumerate(names)))
     options = StateDictOptions(full_state_dict=full)
     set_optimizer_state_dict(unwrap_model(model), optimizer, optimizer_state, options=options)
@@ -481,7 +488,7 @@ def _distribute_loaders(trial: Any, settings: DistributedSettings) -> None:
                     f"{reason}, so every rank iterates all of it. Give it a DistributedSampler yourself, or use "
                     "with_distributed(False) and split the data per rank",
                     TorchbearerWarning,
-                    stacklevel=5,
+                    stacklevel=4,
                 )
             continue
         seed = _shared_seed(loader, settings.cpu_group)
@@ -705,7 +712,7 @@ class CrossRank:
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (tensors moved to the CPU), in rank order."""
         gathered: list[Any] = [None] * dist.get_world_size(self.group)
-        dist.all_gather_object(gathered, to_cpu(value), group=self.group)
+        dist.all_gather_object(gathered, _to_cpu(value), group=self.group)
         return gathered
 
     def sum(self, *values: Any) -> tuple[Any, ...]:
@@ -724,14 +731,14 @@ def cross_rank(state: Mapping) -> CrossRank | None:
     return CrossRank(settings.cpu_group)
 
 
-def to_cpu(value: Any) -> Any:
+def _to_cpu(value: Any) -> Any:
     """``value`` with every tensor (in nested lists, tuples and dicts) moved to the CPU and detached."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(item) for item in value)
+        return type(value)(_to_cpu(item) for item in value)
     if isinstance(value, dict):
-        return {key: to_cpu(item) for key, item in value.items()}
+        return {key: _to_cpu(item) for key, item in value.items()}
     return value
 
 
@@ -754,31 +761,30 @@ def gather_predictions(predictions: Any, state: Mapping) -> Any:
 
 
 # ----------------------------------------------------------------------------------- RNG
-RANK_RNG_KEY = "rng_per_rank"
-"""Trial state dict key of every rank's generator states (a list in rank order), in a distributed Trial."""
+PER_RANK_KEY = "per_rank"
+"""Trial state dict key of what each rank resumes on its own (a list in rank order), in a distributed Trial."""
 
 
-def rank_rng_states(state: Mapping) -> dict:
-    """``{RANK_RNG_KEY: [rank 0's states, rank 1's, ...]}`` in a distributed Trial, else ``{}``; a collective.
+def per_rank_states(state: Mapping, own: dict) -> dict:
+    """``{PER_RANK_KEY: [rank 0's own state, rank 1's, ...]}`` in a distributed Trial, else ``{}``; a collective.
 
-    The states are :func:`torchbearer.rng.get_state` of each rank, so each rank resumes its own
-    random streams (dropout masks, augmentations).
+    ``own`` is what only this rank can restore: its generator states (dropout masks, augmentations) and
+    its metrics' partial sums.
     """
     ranks = cross_rank(state)
-    return {} if ranks is None else {RANK_RNG_KEY: ranks.gather(rng.get_state())}
+    return {} if ranks is None else {PER_RANK_KEY: ranks.gather(own)}
 
 
-def own_rng_state(state_dict: Mapping) -> dict | None:
-    """This rank's generator states in a Trial state dict, or ``None`` if it holds none for this rank.
+def own_state(state_dict: Mapping, single: dict) -> dict | None:
+    """This rank's part of a Trial state dict: its entry of :data:`PER_RANK_KEY`, else ``single`` on rank zero.
 
-    A checkpoint of a distributed run holds every rank's states; one of a single process only its own,
-    which rank zero takes (other ranks then keep their generators).
+    Returns ``None`` when the checkpoint holds nothing for this rank (saved with fewer ranks).
     """
     rank = get_rank()
-    per_rank = state_dict.get(RANK_RNG_KEY)
+    per_rank = state_dict.get(PER_RANK_KEY)
     if per_rank is not None:
         return per_rank[rank] if rank < len(per_rank) else None
-    return state_dict.get("rng") if rank == 0 else None
+    return single if rank == 0 else None
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -859,7 +865,6 @@ def load_checkpoint(trial: Any, path: str, resume: bool = True, map_location: An
     """
     if not os.path.isdir(path):
         return trial.load_state_dict(safe_load(path, map_location=map_location), resume=resume)
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     prepare(trial)  # shard the model first, so each rank reads only its shards
@@ -867,13 +872,22 @@ def load_checkpoint(trial: Any, path: str, resume: bool = True, map_location: An
     trial_file = os.path.join(path, TRIAL_FILE)
     if not os.path.isfile(trial_file):  # the bare model's state dict
         template = model_state_dict(trial.state)
-        dcp.load(template, checkpoint_id=path)
+        _read_shards(template, path)
         return trial.load_state_dict({str(MODEL): template}, resume=False)
     template = {str(MODEL): model_state_dict(trial.state)}
     if resume:
         template[str(OPTIMIZER)] = get_optimizer_state_dict(model, trial.state[OPTIMIZER])
-    dcp.load(template, checkpoint_id=path)
+    _read_shards(template, path)
     content = {**safe_load(trial_file, map_location=map_location), **template}
     if resume:  # keyed by parameter names, which set_optimizer_state_dict reads for any model
         set_optimizer_state_dict(model, trial.state[OPTIMIZER], content.pop(str(OPTIMIZER)))
     return trial.load_state_dict(content, resume=resume)
+
+
+def _read_shards(template: dict, path: str) -> None:
+    """Fill ``template`` in place from a ``torch.distributed.checkpoint`` folder (in one process too)."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():  # one process reading a sharded checkpoint is intended here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(template, checkpoint_id=path)

@@ -1,7 +1,9 @@
-"""Exceptions the library raises for misuse, each named after what went wrong.
+"""Exceptions the library raises for misuse, each named after what went wrong, and the warning it gives
+when training can go on.
 
 They subclass the built-in exception a user would otherwise have seen (``ValueError``,
-``TypeError``, ``RuntimeError``), so existing ``except`` clauses keep working.
+``TypeError``, ``RuntimeError``, ``KeyError``), so existing ``except`` clauses keep working. Every
+message names the offending value and the fix. ``tests/test_misuse.py`` is the catalogue of cases.
 """
 
 
@@ -38,6 +40,10 @@ class UnknownMetricError(TorchbearerError, KeyError):
 
     def __str__(self) -> str:  # KeyError would show the message quoted, as if it were a key
         return str(self.args[0]) if self.args else ""
+
+
+class MetricError(TorchbearerError, RuntimeError):
+    """A metric failed on the model's output and the targets (a wrong kind of metric for the task)."""
 
 
 class TorchbearerWarning(UserWarning):

@@ -33,9 +33,18 @@ def load_batch_standard(state: dict) -> None:
 
 
 def load_batch_predict(state: dict) -> None:
-    """Load a batch for prediction: ``(x, y)``, ``(x,)`` or a bare ``x`` (then no ``Y_TRUE``)."""
+    """Load a batch for prediction: ``(x, y)``, ``(x,)`` or a bare ``x`` (then no ``Y_TRUE``).
+
+    Raises:
+        BatchError: the batch is an empty list or tuple.
+    """
     batch = _next_batch(state)
     if isinstance(batch, (list, tuple)):
+        if not batch:
+            raise BatchError(
+                f"a prediction batch must be x, (x,) or (x, y) but the loader gave an empty {type(batch).__name__}. "
+                "Make the dataset return the input (and optionally the target)"
+            )
         if len(batch) == 2:
             state[X], state[Y_TRUE] = batch
         else:

@@ -35,6 +35,14 @@ class LazyMetrics(dict):
             dict.__setitem__(self, key, value)
         return value
 
+    # Overriding iteration makes dict(metrics) and {**metrics} go through __getitem__ (CPython copies
+    # a dict subclass with its own __iter__ key by key), so copies hold numbers too.
+    def __iter__(self) -> Iterator[Any]:
+        return dict.__iter__(self)
+
+    def keys(self):  # type: ignore[override]
+        return dict.keys(self)
+
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if key in self else default
 

@@ -378,6 +378,15 @@ class Trial:
         verbose: 2 for a progress bar per pass, 1 for one bar over epochs, 0 for silence.
         pass_state: Always call the model as ``model(*x, state=state)``.
 
+    Raises:
+        ConfigurationTypeError: (a ``TypeError``) A class where an instance is needed, an optimizer that
+            is not one (arguments out of order), a criterion that is not callable, a ``verbose`` that is
+            not an int, or metrics / callbacks that are not lists of metrics / callbacks.
+        UnknownMetricError: (a ``KeyError``) A metric name that is not registered.
+
+    Warns:
+        TorchbearerWarning: The optimizer holds none of the model's parameters.
+
     Example:
         >>> trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=['acc', 'loss'])  # doctest: +SKIP
         >>> history = trial.with_generators(train_loader, val_loader).run(epochs=10)  # doctest: +SKIP
@@ -438,6 +447,7 @@ class Trial:
         self._training_pass_active = False
         self._epoch_start_rng: dict | None = None
         self._resume_point: dict | None = None
+        self._pending_resume: tuple | None = None
         self.state[CALLBACK_LIST].on_init(self.state)
 
     def __str__(self) -> str:
@@ -481,7 +491,12 @@ class Trial:
         return self._for_steps(data_key, length if steps is None else steps)
 
     def with_train_generator(self, generator, steps=None) -> Trial:
-        """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length)."""
+        """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length).
+
+        Raises:
+            ConfigurationTypeError: ``generator`` is a tensor (use :meth:`with_train_data`).
+            ConfigurationError: the generator is empty, or has no length and no ``steps`` are given.
+        """
         return self._with_generator(TRAIN_DATA, generator, steps)
 
     def with_val_generator(self, generator, steps=None) -> Trial:
@@ -506,19 +521,24 @@ class Trial:
         return self
 
     def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Train on tensors ``x``, ``y`` through a ``DataLoader``."""
+        """Train on tensors ``x``, ``y`` through a ``DataLoader``.
+
+        Raises:
+            ConfigurationTypeError: ``x`` or ``y`` is not a tensor.
+            ConfigurationError: ``x`` and ``y`` differ in length, or the loader would be empty.
+        """
         dataset = _tensor_dataset("with_train_data", x=x, y=y)
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_train_generator(loader, steps=steps)
 
     def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Validate on tensors ``x``, ``y`` through a ``DataLoader``."""
+        """Validate on tensors ``x``, ``y`` through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         dataset = _tensor_dataset("with_val_data", x=x, y=y)
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_val_generator(loader, steps=steps)
 
     def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
-        """Predict on tensor ``x`` (unshuffled) through a ``DataLoader``."""
+        """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         loader = DataLoader(_tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
@@ -740,6 +760,7 @@ class Trial:
                 )
                 self._warned_unconfigured = True
             return history
+        self._apply_pending_resume()
         self._running_state = state
         try:
             with _cleanup_on_failure(state):
@@ -787,10 +808,11 @@ class Trial:
         """Evaluate on one data set (default validation) and merge the values into the last history record.
 
         Returns:
-            The metric values, prefixed ``val_``, ``test_`` or ``train_`` by data set.
+            The metric values, prefixed ``val_``, ``test_`` or ``train_`` by data set; ``{}`` with no data
+            (and, the first time, a ``TorchbearerWarning`` naming ``with_val_data``).
         """
         if not self._has(VALIDATION_DATA if data_key is None else data_key):
-            self._warn_without_data("evaluate", VALIDATION_DATA if data_key is None else data_key, "{}")
+            self._warn_without_data("evaluate", VALIDATION_DATA if data_key is None else data_key, "{}", stacklevel=5)
             return {}
         self._check_model()
         state = self._call_state(1)
@@ -808,10 +830,11 @@ class Trial:
         """Run the model over a data set (default test) and return its outputs concatenated on dim 0.
 
         Returns:
-            A tensor, or a list of per-batch outputs when they cannot be concatenated; ``[]`` with no data.
+            A tensor, or a list of per-batch outputs when they cannot be concatenated; ``[]`` with no data
+            (and, the first time, a ``TorchbearerWarning`` naming ``with_test_data``).
         """
         if not self._has(TEST_DATA if data_key is None else data_key):
-            self._warn_without_data("predict", TEST_DATA if data_key is None else data_key, "[]")
+            self._warn_without_data("predict", TEST_DATA if data_key is None else data_key, "[]", stacklevel=6)
             return []
         self._check_model()
         state = self._call_state(1)
@@ -842,11 +865,11 @@ class Trial:
         metric_list = state[METRIC_LIST]
         metric_list.train()
         metric_list.reset(state)
-        metric_list.load_state_dict(resume["metrics"])
+        metric_list.load_state_dict(resume[str(METRIC_LIST)])
         return resume["batch"] + 1
 
-    def _warn_without_data(self, method: str, data_key: Any, result: str) -> None:
-        """Warn once per method and data set that a call had no data to run on."""
+    def _warn_without_data(self, method: str, data_key: Any, result: str, stacklevel: int) -> None:
+        """Warn once per method and data set that a call had no data to run on (``stacklevel``: the user's call)."""
         if (method, data_key) in self._warned_without_data:
             return
         self._warned_without_data.add((method, data_key))
@@ -857,7 +880,7 @@ class Trial:
             f"with_{short}_generator (or for_{short}_steps(N) to run without data), or choose another data set "
             "with data_key=",
             TorchbearerWarning,
-            stacklevel=5,
+            stacklevel=stacklevel,
         )
 
     def _evaluation_pass(self, state: dict) -> None:
@@ -964,22 +987,27 @@ class Trial:
             str(OPTIMIZER): distributed.optimizer_state_dict(self.state),
             str(HISTORY): [dict(record) for record in self.state[HISTORY]],
             str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
-            str(METRIC_LIST): self.state[METRIC_LIST].state_dict(),
-            "rng": rng.get_state(),
-            **distributed.rank_rng_states(self.state),
+            **self._own_state(),
+            **distributed.per_rank_states(self.state, self._own_state()),
             "progress": self._progress(),
             **({str(GRAD_SCALER): self.state[GRAD_SCALER].state_dict()} if self.state[GRAD_SCALER] is not None else {}),
         }
 
+    def _own_state(self) -> dict:
+        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG."""
+        own = {str(METRIC_LIST): self.state[METRIC_LIST].state_dict(), "rng": rng.get_state()}
+        if self._mid_epoch():
+            own["epoch_start_rng"] = self._epoch_start_rng
+        return own
+
+    def _mid_epoch(self) -> bool:
+        return self._training_pass_active and self._running_state is not None
+
     def _progress(self) -> dict:
         """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass."""
-        if not self._training_pass_active or self._running_state is None:
+        if not self._mid_epoch():
             return {"epoch": len(self.state[HISTORY]), "batch": -1}
-        return {
-            "epoch": self._running_state[EPOCH],
-            "batch": self._running_state[BATCH],
-            "epoch_start_rng": self._epoch_start_rng,
-        }
+        return {"epoch": self._running_state[EPOCH], "batch": self._running_state[BATCH]}
 
     def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
         """Load a Trial state dict (all of it with ``resume``, else the model only) or a bare model state dict.
@@ -1014,22 +1042,32 @@ class Trial:
         return self
 
     def _resume_from(self, state_dict: dict) -> None:
-        """Restore metric and RNG state: now at an epoch boundary, at the next training pass mid-epoch."""
-        progress = state_dict.get("progress", {"batch": -1})
-        if progress["batch"] < 0:
-            if METRIC_LIST in state_dict:
-                self.state[METRIC_LIST].load_state_dict(state_dict[METRIC_LIST])
-            own_rng = distributed.own_rng_state(state_dict)
-            if own_rng is not None:
-                rng.set_state(own_rng)
+        """Keep the metric and RNG state to restore when the next run starts (each rank then knows its own)."""
+        single = {key: state_dict[key] for key in (str(METRIC_LIST), "rng", "epoch_start_rng") if key in state_dict}
+        self._pending_resume = (state_dict.get("progress", {"epoch": 0, "batch": -1}), state_dict, single)
+
+    def _apply_pending_resume(self) -> None:
+        """Restore this rank's metric and RNG state from a loaded checkpoint: now at an epoch boundary,
+        at the start of the interrupted epoch's training pass when it was saved mid-epoch."""
+        if self._pending_resume is None:
             return
-        self._resume_point = {
-            "epoch": progress["epoch"],
-            "batch": progress["batch"],
-            "epoch_start_rng": progress["epoch_start_rng"],
-            "rng": state_dict["rng"],
-            "metrics": state_dict[METRIC_LIST],
-        }
+        progress, state_dict, single = self._pending_resume
+        self._pending_resume = None
+        own = distributed.own_state(state_dict, single)
+        if own is None:
+            warnings.warn(
+                "this checkpoint holds no metric or random state for this rank (it was saved with fewer ranks): the "
+                "rank resumes with fresh running metrics and its own random streams",
+                stacklevel=4,
+            )
+            return
+        if progress["batch"] < 0:
+            if str(METRIC_LIST) in own:
+                self.state[METRIC_LIST].load_state_dict(own[str(METRIC_LIST)])
+            if "rng" in own:
+                rng.set_state(own["rng"])
+            return
+        self._resume_point = {"epoch": progress["epoch"], "batch": progress["batch"], **own}
 
 
 def _length(generator, steps: int) -> int:

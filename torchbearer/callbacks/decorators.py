@@ -112,8 +112,26 @@ def _hook_decorator(hook: str) -> Callable[[Union[StateFunction, LambdaCallback]
     return decorator
 
 
-for _hook in HOOKS:
-    globals()[_hook] = _hook_decorator(_hook)
+# One decorator per hook, spelled out so that IDEs, type checkers and the API docs see each name.
+on_init = _hook_decorator("on_init")
+on_start = _hook_decorator("on_start")
+on_start_epoch = _hook_decorator("on_start_epoch")
+on_start_training = _hook_decorator("on_start_training")
+on_sample = _hook_decorator("on_sample")
+on_forward = _hook_decorator("on_forward")
+on_criterion = _hook_decorator("on_criterion")
+on_backward = _hook_decorator("on_backward")
+on_step_training = _hook_decorator("on_step_training")
+on_end_training = _hook_decorator("on_end_training")
+on_start_validation = _hook_decorator("on_start_validation")
+on_sample_validation = _hook_decorator("on_sample_validation")
+on_forward_validation = _hook_decorator("on_forward_validation")
+on_criterion_validation = _hook_decorator("on_criterion_validation")
+on_step_validation = _hook_decorator("on_step_validation")
+on_end_validation = _hook_decorator("on_end_validation")
+on_end_epoch = _hook_decorator("on_end_epoch")
+on_checkpoint = _hook_decorator("on_checkpoint")
+on_end = _hook_decorator("on_end")
 
 
 def add_to_loss(func: StateFunction) -> LambdaCallback:

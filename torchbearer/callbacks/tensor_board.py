@@ -25,7 +25,8 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
-from torchbearer.distributed import is_rank_zero
+from torchbearer.devices import unwrap_model
+from torchbearer.distributed import is_fsdp_model, is_rank_zero
 
 
 class VisdomParams:
@@ -295,7 +296,8 @@ class AbstractTensorBoard(Callback):
 
     def on_start(self, state: dict) -> None:
         # Joined from the root each time, so a second run logs to the same directory instead of a nested one.
-        self.log_dir = os.path.join(self.root_log_dir, f"{type(state[torchbearer.MODEL]).__name__}_{self.comment}")
+        model_name = type(unwrap_model(state[torchbearer.MODEL])).__name__  # the same under DDP as in one process
+        self.log_dir = os.path.join(self.root_log_dir, f"{model_name}_{self.comment}")
         self.writer = self.get_writer(visdom=self.visdom, visdom_params=self.visdom_params)
 
     def on_end(self, state: dict) -> None:
@@ -369,7 +371,9 @@ class TensorBoard(AbstractTensorBoard):
     def on_sample(self, state: dict) -> None:
         if self.write_graph and not self.visdom and not self._graph_written and torchbearer.X in state:
             self._graph_written = True
-            self._write_graph(state[torchbearer.MODEL], state[torchbearer.X])
+            model = unwrap_model(state[torchbearer.MODEL])
+            if is_rank_zero() and not is_fsdp_model(model):  # tracing a sharded model would need every rank
+                self._write_graph(model, state[torchbearer.X])
 
     def _write_graph(self, model: torch.nn.Module, inputs: Any) -> None:
         # A CPU copy is traced so that tracing cannot touch the real model's buffers (batch norm statistics).
@@ -575,8 +579,12 @@ class TensorBoardImages(AbstractTensorBoard):
         key: State key of the images, ``[B, C, H, W]`` or ``[B, H, W]``.
         write_each_epoch: If True, write a grid every epoch; else only once.
         num_images: Images in the grid.
-        nrow, padding, normalize, norm_range, scale_each, pad_value: As in ``torchvision.utils.make_grid``
-            (``norm_range`` is its ``value_range``).
+        nrow: Images per row of the grid (as in ``torchvision.utils.make_grid``).
+        padding: Pixels between images (as in ``make_grid``).
+        normalize: Shift and scale the images to [0, 1] (as in ``make_grid``).
+        norm_range: ``(min, max)`` used by ``normalize`` (``make_grid``'s ``value_range``).
+        scale_each: Normalise each image separately (as in ``make_grid``).
+        pad_value: Value of the padding pixels (as in ``make_grid``).
         visdom: If True, send to a visdom server.
         visdom_params: The server's :class:`VisdomParams`.
 

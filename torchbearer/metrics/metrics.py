@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from torchbearer.bases import Metric
-from torchbearer.errors import ConfigurationTypeError, TorchbearerWarning, UnknownMetricError
+from torchbearer.calling import describe
+from torchbearer.errors import ConfigurationTypeError, MetricError, TorchbearerWarning, UnknownMetricError
+from torchbearer.state import Y_PRED, Y_TRUE
 
 _DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
 
@@ -106,6 +108,20 @@ def _warn_on_collisions(outputs: list[tuple[Metric, Any]], by_name: set[int]) ->
         )
 
 
+_METRIC_FAILURES = (RuntimeError, IndexError, ValueError, TypeError)
+
+
+def _metric_error(metric: Metric, args: tuple, error: Exception) -> MetricError:
+    """Name the failing metric and describe what it was given (error path only)."""
+    state = args[0] if args and isinstance(args[0], Mapping) else {}
+    return MetricError(
+        f"the metric {str(metric)!r} ({type(metric).__name__}) failed on the prediction "
+        f"({describe(state.get(Y_PRED))}) and the target ({describe(state.get(Y_TRUE))}): {error}. Check that "
+        "it suits the task (e.g. 'acc' wants class scores of shape (N, C) and class-index targets of shape "
+        "(N,)), or remove it from the metrics"
+    )
+
+
 class MetricList(Metric):
     """All the metrics of a Trial: strings are looked up in the default registry, nested lists are flattened.
 
@@ -164,13 +180,29 @@ class MetricList(Metric):
 
     @torch.no_grad()
     def process(self, *args: Any) -> dict:
-        """Per-batch values of every metric, merged."""
-        return _merge(((metric, metric.process(*args)) for metric in self.metric_list), "process")
+        """Per-batch values of every metric, merged.
+
+        Raises:
+            MetricError: a metric failed with a ``RuntimeError``, ``IndexError``, ``ValueError`` or
+                ``TypeError`` (the prediction and target are described; a ``KeyError`` passes unchanged).
+        """
+        outputs = []
+        for metric in self.metric_list:
+            try:
+                outputs.append((metric, metric.process(*args)))
+            except _METRIC_FAILURES as error:
+                raise _metric_error(metric, args, error) from error
+        return _merge(outputs, "process")
 
     @torch.no_grad()
     def process_final(self, *args: Any) -> dict:
         """End-of-pass values of every metric, merged (the first call warns if two metrics give one name)."""
-        outputs = [(metric, metric.process_final(*args)) for metric in self.metric_list]
+        outputs = []
+        for metric in self.metric_list:
+            try:
+                outputs.append((metric, metric.process_final(*args)))
+            except _METRIC_FAILURES as error:
+                raise _metric_error(metric, args, error) from error
         if not self._collisions_checked:
             self._collisions_checked = True
             _warn_on_collisions(outputs, self._by_name)
