@@ -147,13 +147,17 @@ def _progress_bar(enabled: bool, total: int):
 
 
 def _timed_epoch(side: Side) -> float:
+    """Seconds for one epoch: process CPU time on the CPU (what the loop itself costs, less sensitive to
+    other processes and to a virtual machine being descheduled); wall time on a GPU."""
     if side.device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
+        start = time.perf_counter()
+        side.epoch()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    start = time.process_time()
     side.epoch()
-    if side.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def peak_memory(kind: str, args: argparse.Namespace) -> float:
@@ -175,14 +179,52 @@ def _peak_of(kind: str, args: argparse.Namespace) -> None:
     print(json.dumps({"peak_mib": peak}))
 
 
+def operation_counts(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Per training/validation batch: tensor operations dispatched and Python function calls, for each loop.
+
+    Both are exact counts, free of timing noise: equal operation counts show that Trial adds no device
+    work, and the extra Python calls are its whole remaining overhead.
+    """
+    import cProfile
+    import pstats
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOperations(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for name, side in (
+        ("raw", RawLoop(args.workload, args.device, False)),
+        ("Trial", TrialLoop(args.workload, args.device, False)),
+    ):
+        side.epoch()
+        batches = len(side.train_loader) + len(side.val_loader)
+        with CountOperations() as operations:
+            side.epoch()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        side.epoch()
+        profiler.disable()
+        counts[name] = (operations.count / batches, pstats.Stats(profiler).total_calls / batches)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
-    parser.add_argument("--pairs", type=int, default=7, help="timed (raw, Trial) epoch pairs")
+    parser.add_argument("--pairs", type=int, default=15, help="timed (raw, Trial) epoch pairs")
     parser.add_argument("--warmup", type=int, default=1, help="untimed pairs first")
     parser.add_argument("--progress", action="store_true", help="tqdm bar on in both loops")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--count", action="store_true", help="also count tensor operations and Python calls")
     parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -209,6 +251,9 @@ def main() -> None:
     print(f"| raw   | {statistics.median(raw_times):14.4f} | {raw_peak:15.1f} |")
     print(f"| Trial | {statistics.median(trial_times):14.4f} | {trial_peak:15.1f} |")
     print(f"Trial/raw ratio: median {statistics.median(ratios):.4f}  min {min(ratios):.4f}  max {max(ratios):.4f}")
+    if args.count:
+        for name, (operations, calls) in operation_counts(args).items():
+            print(f"{name}: {operations:.1f} tensor operations and {calls:.1f} Python calls per batch")
 
 
 if __name__ == "__main__":

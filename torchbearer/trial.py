@@ -165,7 +165,7 @@ class CallbackListInjection(CallbackList):
 
     def append(self, callback_list) -> None:
         self.callback_list.append(callback_list)
-        self._dispatch = {}
+        self.forget_dispatch()
 
     def copy(self) -> CallbackList:
         return self.callback_list.copy()

@@ -131,7 +131,13 @@ class CallbackList(Callback):
                 self.callback_list.append(callback)
             else:
                 raise _not_a_callback(callback)
+        self.forget_dispatch()
+
+    def forget_dispatch(self) -> None:
+        """Drop the per-hook dispatch built so far (after the callbacks change)."""
         self._dispatch = {}
+        for hook in HOOKS:
+            self.__dict__.pop(hook, None)
 
     def _hooks(self, hook: str) -> list:
         bound = self._dispatch.get(hook)
@@ -181,10 +187,29 @@ class CallbackList(Callback):
         return str([str(callback) for callback in self.callback_list])
 
 
+def _no_listener(state: dict) -> None:
+    return None
+
+
+def _caller(bound: list):
+    """One function calling every bound hook in order: nothing, the single hook itself, or a loop."""
+    if not bound:
+        return _no_listener
+    if len(bound) == 1:
+        return bound[0]
+
+    def call_each(state: dict) -> None:
+        for bound_hook in bound:
+            bound_hook(state)
+
+    return call_each
+
+
 def _make_forwarder(hook: str):
     def forward(self: CallbackList, state: dict) -> None:
-        for bound_hook in self._hooks(hook):
-            bound_hook(state)
+        caller = _caller(self._hooks(hook))
+        self.__dict__[hook] = caller  # later calls go straight to it: a hook nobody uses costs one call
+        caller(state)
 
     forward.__name__ = hook
     forward.__doc__ = f"Call ``{hook}`` on every callback that overrides it."

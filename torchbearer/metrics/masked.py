@@ -80,27 +80,25 @@ def at_least_one(count: Count) -> Count:
     return max(count, 1)
 
 
-def _tensor(value: Any) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-
-
 def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """A group of same-shaped per-batch values stacked on a new dim 0, as ``(values, keep)``.
 
     Masked-out entries are zeroed (``keep`` marks the others; ``None`` when nothing is masked).
     Returns ``None`` when the group mixes shapes or masked and plain values.
     """
-    masked = [isinstance(value, Masked) for value in values]
-    if any(masked) and not all(masked):
+    is_masked = isinstance(values[0], Masked)
+    if any(isinstance(value, Masked) != is_masked for value in values):
         return None
-    parts = [_tensor(value.values if isinstance(value, Masked) else value) for value in values]
-    if any(part.shape != parts[0].shape for part in parts):
+    parts = [value.values for value in values] if is_masked else values
+    parts = [part if isinstance(part, torch.Tensor) else torch.as_tensor(part) for part in parts]
+    shape = parts[0].shape
+    if any(part.shape != shape for part in parts):
         return None
     stacked = torch.stack(parts)
     stacked = stacked.to(_accumulation_dtype(stacked.dtype))
-    if not masked[0]:
+    if not is_masked:
         return stacked, None
-    keep = torch.stack([_tensor(value.mask) for value in values]) != 0
+    keep = torch.stack([torch.as_tensor(value.mask) for value in values]) != 0
     keep = keep.expand_as(stacked)
     return stacked.masked_fill(~keep, 0), keep
 

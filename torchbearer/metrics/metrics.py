@@ -178,20 +178,20 @@ class MetricList(Metric):
             "name; pass a Metric instance, a torchmetrics metric or a string such as 'acc' or 'loss'"
         )
 
-    @torch.no_grad()
     def process(self, *args: Any) -> dict:
-        """Per-batch values of every metric, merged.
+        """Per-batch values of every metric, merged (computed without gradients).
 
         Raises:
             MetricError: a metric failed with a ``RuntimeError``, ``IndexError``, ``ValueError`` or
                 ``TypeError`` (the prediction and target are described; a ``KeyError`` passes unchanged).
         """
         outputs = []
-        for metric in self.metric_list:
-            try:
-                outputs.append((metric, metric.process(*args)))
-            except _METRIC_FAILURES as error:
-                raise _metric_error(metric, args, error) from error
+        with torch.no_grad():
+            for metric in self.metric_list:
+                try:
+                    outputs.append((metric, metric.process(*args)))
+                except _METRIC_FAILURES as error:
+                    raise _metric_error(metric, args, error) from error
         return _merge(outputs, "process")
 
     @torch.no_grad()

@@ -45,10 +45,12 @@ class ToDict(AdvancedMetric):
         return None if value is None else {name: value}
 
     def process_train(self, *args: Any) -> dict | None:
-        return self._named(self.name, self.metric.process(*args))
+        value = self.metric.process(*args)  # every batch: kept to one call
+        return None if value is None else {self.name: value}
 
     def process_validate(self, *args: Any) -> dict | None:
-        return self._named(self._eval_name, self.metric.process(*args))
+        value = self.metric.process(*args)
+        return None if value is None else {self._eval_name: value}
 
     def process_final_train(self, *args: Any) -> dict | None:
         return self._named(self.name, self.metric.process_final(*args))
