@@ -1,7 +1,8 @@
 """Quickstart: a small CNN on scikit-learn's handwritten digits.
 
-Trains with a progress bar and validation, prints the final metrics, and writes a checkpoint,
-a CSV log and a plot of the learning curves under ``runs/quickstart/``. Run with ``--fast`` for a few-second smoke run.
+Trains with a progress bar and validation, prints the final metrics, and writes a checkpoint, a
+CSV log, TensorBoard event files and a plot of the learning curves under ``runs/quickstart/``.
+Run with ``--fast`` for a few-second smoke run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 import torchbearer
 from torchbearer import Trial
-from torchbearer.callbacks import CSVLogger, MostRecent
+from torchbearer.callbacks import CSVLogger, MostRecent, TensorBoard
 from torchbearer.plotting import plot_history
 
 
@@ -50,7 +51,11 @@ def main() -> None:
 
     model = small_cnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    callbacks = [CSVLogger(str(out / "log.csv")), MostRecent(str(out / "model.pt"))]
+    callbacks = [
+        CSVLogger(str(out / "log.csv")),
+        MostRecent(str(out / "model.pt")),
+        TensorBoard(log_dir=str(out / "tensorboard"), write_graph=False),  # view with: tensorboard --logdir runs
+    ]
     trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=["acc", "loss"], callbacks=callbacks)
     trial.with_train_data(x_train, y_train, batch_size=32, num_workers=0)
     trial.with_val_data(x_val, y_val, batch_size=128, num_workers=0)
@@ -60,7 +65,7 @@ def main() -> None:
     print(f"final: loss={final['loss']:.4f} acc={final['acc']:.4f} val_loss={final['val_loss']:.4f} "
           f"val_acc={final['val_acc']:.4f}")  # fmt: skip
     plot_history(history, str(out / "history.png"), metrics=["loss", "acc"])
-    print(f"wrote {out / 'model.pt'}, {out / 'log.csv'} and {out / 'history.png'}")
+    print(f"wrote {out / 'model.pt'}, {out / 'log.csv'}, {out / 'tensorboard'} and {out / 'history.png'}")
 
 
 if __name__ == "__main__":
