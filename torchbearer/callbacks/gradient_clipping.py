@@ -26,7 +26,28 @@ def trainable_params(state: dict) -> list[torch.nn.Parameter]:
     return [param for param in state[MODEL].parameters() if param.requires_grad]
 
 
-class GradientNormClipping(Callback):
+class _GradientClipper(Callback):
+    """Shared by the clipping callbacks: which parameters, and when to clip (once per optimizer step,
+    on the true, unscaled gradients when fp16 loss scaling is on)."""
+
+    def __init__(self, params: Iterable[torch.Tensor] | None) -> None:
+        self.params = reusable_params(params)
+
+    def on_start(self, state: dict) -> None:
+        if self.params is None:
+            self.params = trainable_params(state)
+
+    def on_backward(self, state: dict) -> None:
+        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
+            return
+        precision.unscale_gradients(state)
+        self._clip()
+
+    def _clip(self) -> None:
+        raise NotImplementedError
+
+
+class GradientNormClipping(_GradientClipper):
     """Rescale gradients so that their total norm is at most ``max_norm``, after every backward pass.
 
     Uses :func:`torch.nn.utils.clip_grad_norm_` in ``on_backward``, i.e. before the optimizer steps.
@@ -41,22 +62,15 @@ class GradientNormClipping(Callback):
     """
 
     def __init__(self, max_norm: float, norm_type: float = 2, params: Iterable[torch.Tensor] | None = None) -> None:
+        super().__init__(params)
         self.max_norm = max_norm
         self.norm_type = norm_type
-        self.params = reusable_params(params)
 
-    def on_start(self, state: dict) -> None:
-        if self.params is None:
-            self.params = trainable_params(state)
-
-    def on_backward(self, state: dict) -> None:
-        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
-            return
-        precision.unscale_gradients(state)
+    def _clip(self) -> None:
         torch.nn.utils.clip_grad_norm_(self.params, self.max_norm, norm_type=self.norm_type)
 
 
-class GradientClipping(Callback):
+class GradientClipping(_GradientClipper):
     """Clamp every gradient element to ``[-clip_value, clip_value]``, after every backward pass.
 
     Uses :func:`torch.nn.utils.clip_grad_value_` in ``on_backward``, i.e. before the optimizer steps.
@@ -70,15 +84,8 @@ class GradientClipping(Callback):
     """
 
     def __init__(self, clip_value: float, params: Iterable[torch.Tensor] | None = None) -> None:
+        super().__init__(params)
         self.clip_value = clip_value
-        self.params = reusable_params(params)
 
-    def on_start(self, state: dict) -> None:
-        if self.params is None:
-            self.params = trainable_params(state)
-
-    def on_backward(self, state: dict) -> None:
-        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
-            return
-        precision.unscale_gradients(state)
+    def _clip(self) -> None:
         torch.nn.utils.clip_grad_value_(self.params, self.clip_value)
