@@ -3,25 +3,30 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-import numbers
 import re
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import torchbearer
-from torchbearer import distributed, rng
-from torchbearer.bases import Callback, cite, standard_closure
+from torchbearer import checks, distributed, rng
+from torchbearer.bases import cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
-from torchbearer.callbacks.callbacks import CallbackList, overrides
+from torchbearer.callbacks.callbacks import CallbackList
 from torchbearer.calling import always_pass_state
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
 from torchbearer.errors import ConfigurationError, ConfigurationTypeError, StateDictError, TorchbearerWarning
+from torchbearer.injection import (
+    CallbackListInjection,
+    MockModel,
+    MockOptimizer,
+    get_printer,
+    inject_callback,
+    inject_printer,
+    inject_sampler,
+)
 from torchbearer.loading import (
     load_batch_infinite,
     load_batch_none,
@@ -107,157 +112,6 @@ _DATA_KEYS = _DataKeys({
 _SHORT_NAMES = {"training": "train", "validation": "val", "test": "test"}  # as in with_val_data, for_val_steps
 
 
-class MockModel(torch.nn.Module):
-    """Stands in for a missing model: returns ``None``."""
-
-    def forward(self, x: Any, state: Any = None) -> None:
-        return None
-
-
-class MockOptimizer(torch.optim.Optimizer):
-    """Stands in for a missing optimizer: ``step(closure)`` just runs the closure."""
-
-    def __init__(self) -> None:
-        super().__init__([torch.zeros(1)], {})
-
-    def add_param_group(self, param_group: dict) -> None:
-        pass
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def step(self, closure=None):
-        return closure() if closure is not None else None
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        pass
-
-
-class CallbackListInjection(CallbackList):
-    """The callback list used during one call: ``callback`` (the printer) fires before the user's list.
-
-    Saving, loading, appending, copying and iterating act on the user's list only, so the
-    printer is never part of a checkpoint.
-    """
-
-    def __init__(self, callback: Callback, callback_list: CallbackList) -> None:
-        self.callback = callback
-        self.callback_list = callback_list
-        self._dispatch = {}
-
-    def _hooks(self, hook: str) -> list:
-        bound = self._dispatch.get(hook)
-        if bound is None:
-            bound = [getattr(self.callback, hook)] if overrides(self.callback, hook) else []
-            bound += self.callback_list._hooks(hook)
-            self._dispatch[hook] = bound
-        return bound
-
-    def state_dict(self) -> dict:
-        return self.callback_list.state_dict()
-
-    def load_state_dict(self, state_dict: dict) -> CallbackListInjection:
-        self.callback_list.load_state_dict(state_dict)
-        return self
-
-    def append(self, callback_list) -> None:
-        self.callback_list.append(callback_list)
-        self.forget_dispatch()
-
-    def copy(self) -> CallbackList:
-        return self.callback_list.copy()
-
-    def __iter__(self) -> Iterator[Callback]:
-        return iter(self.callback_list)
-
-    def __len__(self) -> int:
-        return len(self.callback_list)
-
-    def __str__(self) -> str:
-        return str(self.callback_list)
-
-
-def get_printer(verbose: int, validation_label_letter: str) -> Callback:
-    """The progress printer for a verbosity: 2 a bar per pass, 1 a bar over epochs, else none."""
-    from torchbearer.callbacks.printer import Tqdm
-
-    if verbose >= 2:
-        return Tqdm(validation_label_letter=validation_label_letter)
-    if verbose >= 1:
-        return Tqdm(validation_label_letter=validation_label_letter, on_epoch=True)
-    return Callback()
-
-
-def _bound_arguments(func, self, args, kwargs) -> dict:
-    bound = inspect.signature(func).bind(self, *args, **kwargs)
-    bound.apply_defaults()
-    return bound.arguments
-
-
-def inject_printer(validation_label_letter: str = "v"):
-    """Decorator for Trial methods with a ``verbose`` argument: the printer fires first for the call.
-
-    It decorates every method that runs passes, so it also scales the Trial out first (under torchrun).
-    """
-
-    def decorator(func):
-        @functools.wraps(func)
-        def wrapper(self: Trial, *args, **kwargs):
-            distributed.prepare(self)
-            verbose = _bound_arguments(func, self, args, kwargs)["verbose"]
-            verbose = self.verbose if verbose == -1 else verbose
-            user_list = self.state[CALLBACK_LIST]
-            self.state[CALLBACK_LIST] = CallbackListInjection(get_printer(verbose, validation_label_letter), user_list)
-            try:
-                return func(self, *args, **kwargs)
-            finally:
-                self.state[CALLBACK_LIST] = user_list
-
-        return wrapper
-
-    return decorator
-
-
-def inject_callback(callback: Callback):
-    """Decorator for Trial methods: ``callback`` runs for the call, after the printer, before user callbacks."""
-
-    def decorator(func):
-        @functools.wraps(func)
-        def wrapper(self: Trial, *args, **kwargs):
-            call_list = self.state[CALLBACK_LIST]
-            user_list = call_list.callback_list if isinstance(call_list, CallbackListInjection) else call_list
-            with_callback = CallbackList([callback])
-            with_callback.callback_list.extend(user_list)
-            injected = CallbackListInjection(getattr(call_list, "callback", Callback()), with_callback)
-            self.state[CALLBACK_LIST] = injected
-            try:
-                return func(self, *args, **kwargs)
-            finally:
-                self.state[CALLBACK_LIST] = call_list
-
-        return wrapper
-
-    return decorator
-
-
-def inject_sampler(data_key, batch_sampler):
-    """Decorator for Trial methods with a ``data_key`` argument: set up that pass before the call."""
-
-    def decorator(func):
-        @functools.wraps(func)
-        def wrapper(self: Trial, *args, **kwargs):
-            chosen = _bound_arguments(func, self, args, kwargs).get("data_key") or data_key
-            self._prepare_pass(self.state, chosen, batch_sampler)  # the call's state copies it from here
-            return func(self, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
 def _zero_loss(state: dict):
     def criterion(y_pred: Any, y_true: Any) -> torch.Tensor:
         # A clone, not a leaf, so callbacks may add to it in place (state[LOSS] += ...).
@@ -274,88 +128,6 @@ def _int_steps(steps: Any, label: str) -> int:
         except (TypeError, ValueError) as error:
             raise ConfigurationError(f"the number of {label} steps must be an int, got {steps!r}") from error
     return steps
-
-
-def _check_trial_arguments(model: Any, optimizer: Any, criterion: Any, verbose: Any) -> None:
-    """Refuse constructor arguments that cannot work, naming the fix (see :class:`Trial`)."""
-    order = "the arguments are Trial(model, optimizer, criterion, metrics, callbacks)"
-    if isinstance(model, type):
-        raise ConfigurationTypeError(
-            f"model {model.__name__} is a class, not a model: instantiate it, e.g. Trial({model.__name__}(...), ...)"
-        )
-    if isinstance(model, torch.optim.Optimizer):
-        raise ConfigurationTypeError(f"model is the optimizer {type(model).__name__}: {order}")
-    if isinstance(optimizer, type):
-        raise ConfigurationTypeError(
-            f"optimizer {optimizer.__name__} is a class, not an optimizer: build it over the model's parameters, "
-            f"e.g. {optimizer.__name__}(model.parameters(), lr=0.01)"
-        )
-    if optimizer is not None and not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")):
-        raise ConfigurationTypeError(
-            f"optimizer {type(optimizer).__name__} is not an optimizer (it has no step() and zero_grad()): pass a "
-            f"torch.optim.Optimizer such as torch.optim.SGD(model.parameters(), lr=0.01); {order}"
-        )
-    if isinstance(criterion, type):
-        raise ConfigurationTypeError(
-            f"criterion {criterion.__name__} is a class, not a loss: instantiate it, "
-            f"e.g. criterion={criterion.__name__}()"
-        )
-    if criterion is not None and not callable(criterion):
-        raise ConfigurationTypeError(
-            f"criterion {criterion!r} of type {type(criterion).__name__} is not callable: pass a loss such as "
-            f"torch.nn.CrossEntropyLoss(), or a function f(y_pred, y_true) or f(state); {order}"
-        )
-    if not isinstance(verbose, numbers.Integral):
-        raise ConfigurationTypeError(
-            f"verbose must be an int, got {verbose!r}: 2 for a progress bar per pass, 1 for one bar over the "
-            "epochs, 0 for silence"
-        )
-
-
-def _warn_if_optimizer_misses_model(model: Any, optimizer: Any) -> None:
-    """Warn when the optimizer holds none of the model's parameters (compared by identity, once)."""
-    bare = unwrap_model(model)
-    if not isinstance(bare, torch.nn.Module) or not isinstance(optimizer, torch.optim.Optimizer):
-        return
-    if isinstance(optimizer, MockOptimizer):
-        return
-    model_parameters = {id(parameter) for parameter in bare.parameters()}
-    held = [id(parameter) for group in optimizer.param_groups for parameter in group["params"]]
-    if not model_parameters or not held or not model_parameters.isdisjoint(held):
-        return
-    name = type(optimizer).__name__
-    warnings.warn(
-        f"the optimizer {name} holds none of the parameters of the model {type(bare).__name__}, so training will "
-        f"not change the model. Build the optimizer from this model, e.g. {name}(model.parameters(), ...), after "
-        "creating the model (re-creating the model after its optimizer is the usual cause); ignore this if the "
-        "optimizer trains other tensors on purpose",
-        TorchbearerWarning,
-        stacklevel=3,
-    )
-
-
-def _tensor_dataset(method: str, **tensors: Any) -> TensorDataset:
-    """A TensorDataset for ``with_*_data``, after checking that it gets tensors of one length."""
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise ConfigurationTypeError(
-                f"{method} needs tensors, got {name} of type {type(tensor).__name__}: convert it with "
-                f"torch.as_tensor({name}), or pass a DataLoader to the matching with_*_generator"
-            )
-        if tensor.dim() == 0:
-            raise ConfigurationError(f"{method} got a 0-dimensional {name}: dim 0 must index the samples")
-    lengths = {name: len(tensor) for name, tensor in tensors.items()}
-    if len(set(lengths.values())) > 1:
-        raise ConfigurationError(
-            f"{method} got {' and '.join(f'{len_} samples in {name}' for name, len_ in lengths.items())}: x and y "
-            "must have the same length along dim 0 (one target per input)"
-        )
-    return TensorDataset(*tensors.values())
-
-
-def _require_callable(method: str, value: Any, expected: str) -> None:
-    if not callable(value):
-        raise ConfigurationTypeError(f"{method} needs {expected}, got {value!r} of type {type(value).__name__}")
 
 
 @cite(
@@ -403,8 +175,8 @@ class Trial:
         *,
         pass_state: bool = False,
     ) -> None:
-        _check_trial_arguments(model, optimizer, criterion, verbose)
-        _warn_if_optimizer_misses_model(model, optimizer)
+        checks.check_trial_arguments(model, optimizer, criterion, verbose)
+        checks.warn_if_optimizer_misses_model(model, optimizer)
         if model is not None and pass_state:
             always_pass_state(model)
         self.verbose = verbose
@@ -527,19 +299,19 @@ class Trial:
             ConfigurationTypeError: ``x`` or ``y`` is not a tensor.
             ConfigurationError: ``x`` and ``y`` differ in length, or the loader would be empty.
         """
-        dataset = _tensor_dataset("with_train_data", x=x, y=y)
+        dataset = checks.tensor_dataset("with_train_data", x=x, y=y)
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_train_generator(loader, steps=steps)
 
     def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
         """Validate on tensors ``x``, ``y`` through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
-        dataset = _tensor_dataset("with_val_data", x=x, y=y)
+        dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_val_generator(loader, steps=steps)
 
     def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
         """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
-        loader = DataLoader(_tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
+        loader = DataLoader(checks.tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
     def with_data(
@@ -613,13 +385,13 @@ class Trial:
 
     def with_loader(self, batch_loader) -> Trial:
         """Use ``batch_loader(state)`` to load every batch of every pass."""
-        _require_callable("with_loader", batch_loader, "a function batch_loader(state)")
+        checks.require_callable("with_loader", batch_loader, "a function batch_loader(state)")
         self.state[LOADER] = batch_loader
         return self
 
     def with_closure(self, closure) -> Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
-        _require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
+        checks.require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
         self.closure = closure
         return self
 
