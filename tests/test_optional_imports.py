@@ -3,8 +3,10 @@
 import subprocess
 import sys
 
-OPTIONAL = ["tensorboard", "tensorboardX", "visdom", "matplotlib", "pycm", "torchvision", "livelossplot", "torchmetrics",
-            "sklearn", "IPython", "PIL", "mkdocs"]  # fmt: skip
+OPTIONAL = [
+    "tensorboard", "tensorboardX", "visdom", "matplotlib", "pycm", "torchvision", "livelossplot", "torchmetrics",
+    "sklearn", "IPython", "PIL", "mkdocs",
+]  # fmt: skip
 
 
 def test_import_torchbearer_loads_no_optional_package():
