@@ -46,11 +46,14 @@ def device_type(device: Any) -> str:
     return torch.device(device).type
 
 
+_FULL_PRECISION = contextlib.nullcontext()  # reusable: entering it does nothing
+
+
 def autocast(state: dict) -> contextlib.AbstractContextManager:
     """Autocast for the forward pass and criterion, or a no-op at full precision."""
     dtype = state.get(AUTOCAST_DTYPE)
     if dtype is None:
-        return contextlib.nullcontext()
+        return _FULL_PRECISION
     return torch.autocast(device_type(state[DEVICE]), dtype=dtype)
 
 
@@ -62,7 +65,8 @@ def _micro_batch(state: dict) -> tuple[int, int]:
 
 def starts_accumulation(state: dict) -> bool:
     """True on the first batch of an accumulation group: the time to zero the gradients."""
-    return _micro_batch(state)[0] == 0
+    group = state.get(ACCUMULATION_STEPS) or 1
+    return group == 1 or state.get(BATCH, 0) % group == 0
 
 
 def steps_optimizer(state: dict) -> bool:
