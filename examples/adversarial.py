@@ -13,7 +13,7 @@ Writes ``accuracy_vs_epsilon.png`` and ``examples.png`` (the same digits at each
 from __future__ import annotations
 
 import torch
-from common import digits, new_figure, parse_args, save, show_images
+from common import digits, new_figure, parse_args, save, show_images, small_cnn
 from torch import nn
 
 import torchbearer
@@ -37,14 +37,6 @@ class FGSM(Callback):
             (gradient,) = torch.autograd.grad(loss, images)
         state[torchbearer.X] = (images + self.epsilon * gradient.sign()).clamp(0, 1).detach()
         self.last_batch = state[torchbearer.X]
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
 
 
 def main() -> None:

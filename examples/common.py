@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from torch import nn
 
 matplotlib.use("Agg")  # draw to files only: the examples run on headless machines too
 
@@ -78,3 +79,12 @@ def show_images(axes, images: torch.Tensor, title: str = "", columns: int = 8) -
     axes.imshow(grid[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     axes.set_title(title)
     axes.axis("off")
+
+
+def small_cnn() -> nn.Module:
+    """The small CNN the digits examples train: two conv blocks and a two-layer head, 10 classes."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
+    )  # fmt: skip

@@ -20,19 +20,11 @@ import argparse
 import time
 
 import torch
-from common import digits, new_figure, parse_args, save
+from common import digits, new_figure, parse_args, save, small_cnn
 from torch import nn
 
 import torchbearer
 from torchbearer import Trial
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
 
 
 def train_variant(name: str, data, args) -> list:

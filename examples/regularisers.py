@@ -23,21 +23,12 @@ import copy
 import time
 
 import torch
-from common import digits, new_figure, parse_args, save
+from common import digits, new_figure, parse_args, save, small_cnn
 from torch import nn
 
 from torchbearer import Trial
 from torchbearer.callbacks import CutMix, Cutout, LabelSmoothingRegularisation, Mixup
 from torchbearer.cv_utils import train_valid_splitter
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
-    )  # fmt: skip
-
 
 # name -> (criterion, metrics, callbacks)
 SETUPS = {

@@ -45,6 +45,7 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
     resumed at ``first_batch`` > 0 keeps the metric totals the Trial restored.
     """
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
+    detached = state.data  # a live read-only view: built once, it sees every batch's values
     state[MODEL].train()
     if first_batch == 0:
         metric_list.train()
@@ -56,11 +57,11 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         state[SAMPLER](state)
         callbacks.on_sample(state)
         optimizer_step(state, closure)  # zero_grad → forward → criterion → backward, then the step
-        state[METRICS] = LazyMetrics(metric_list.process(state.data))
+        state[METRICS] = LazyMetrics(metric_list.process(detached))
         callbacks.on_step_training(state)
         if state[STOP_TRAINING]:
             break
-    final = metric_list.process_final(state.data)
+    final = metric_list.process_final(detached)
     state[METRICS] = end_of_pass(state[METRICS], final)
     callbacks.on_end_training(state)
 
@@ -69,6 +70,7 @@ def validation_pass(state: dict) -> None:
     """One evaluation pass without gradients: load → forward → criterion (if there are targets) →
     metrics, with the ``*_validation`` hooks between them."""
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
+    detached = state.data
     state[MODEL].eval()
     metric_list.eval(data_key=state[DATA])
     metric_list.reset(state)
@@ -86,11 +88,11 @@ def validation_pass(state: dict) -> None:
                     state[LOSS] = call_criterion(state, state[CRITERION], state[Y_PRED], state[Y_TRUE])
                     callbacks.on_criterion_validation(state)
             if Y_TRUE in state:
-                state[METRICS] = LazyMetrics(metric_list.process(state.data))
+                state[METRICS] = LazyMetrics(metric_list.process(detached))
             callbacks.on_step_validation(state)
             if state[STOP_TRAINING]:
                 break
         if Y_TRUE in state:
-            final = metric_list.process_final(state.data)
+            final = metric_list.process_final(detached)
             state[METRICS] = end_of_pass(state[METRICS], final)
     callbacks.on_end_validation(state)
