@@ -21,7 +21,7 @@ def load_batch_standard(state: dict) -> None:
     Raises:
         BatchError: the batch is not a pair.
     """
-    batch = _next_batch(state)
+    batch = next(state[ITERATOR])
     if not isinstance(batch, (list, tuple)) or len(batch) != 2:
         size = f"{len(batch)} items" if isinstance(batch, (list, tuple)) else "a single object"
         raise BatchError(
@@ -29,7 +29,9 @@ def load_batch_standard(state: dict) -> None:
             f"with {size}. Make the dataset return (input, target); for unlabelled data use predict(), or write "
             "your own batch loader and pass it to with_loader()"
         )
-    state[X], state[Y_TRUE] = batch
+    device, dtype = state[DEVICE], state[DATA_TYPE]
+    state[X] = deep_to(batch[0], device, dtype)
+    state[Y_TRUE] = deep_to(batch[1], device, dtype)
 
 
 def load_batch_predict(state: dict) -> None:

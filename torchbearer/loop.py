@@ -13,7 +13,7 @@ import torch
 
 from torchbearer.calling import call_criterion, call_model
 from torchbearer.metric_values import LazyMetrics, end_of_pass
-from torchbearer.precision import autocast, optimizer_step
+from torchbearer.precision import autocast, training_step
 from torchbearer.state import (
     BATCH,
     CALLBACK_LIST,
@@ -52,11 +52,12 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_training(state)
+    step = training_step(state)
     for batch in batch_indices(state[STEPS], first_batch):
         state[BATCH] = batch
         state[SAMPLER](state)
         callbacks.on_sample(state)
-        optimizer_step(state, closure)  # zero_grad → forward → criterion → backward, then the step
+        step(state, closure)  # zero_grad → forward → criterion → backward, then the optimizer step
         state[METRICS] = LazyMetrics(metric_list.process(detached))
         callbacks.on_step_training(state)
         if state[STOP_TRAINING]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.optim.optimizer as _optimizer_module
 
 from torchbearer.state import (
     ACCUMULATION_STEPS,
@@ -103,6 +104,41 @@ def _no_sync(model: Any) -> contextlib.AbstractContextManager:
     """DDP's ``no_sync`` (skip the gradient all-reduce) for a model that has it."""
     no_sync = getattr(model, "no_sync", None)
     return no_sync() if no_sync is not None else contextlib.nullcontext()
+
+
+def _closure_is_optional(optimizer: Any) -> bool:
+    """Whether ``optimizer.step(closure)`` is the same as ``closure()`` then ``optimizer.step()``.
+
+    True for PyTorch's own optimizers, which call the closure once before their update, except LBFGS
+    (it re-evaluates the closure) and unless a step pre-hook is registered (it would run before the
+    backward in one order and after it in the other). Subclasses and other optimizers keep the closure.
+    """
+    optimizer_class = type(optimizer)
+    return (
+        optimizer_class.__module__.startswith("torch.optim.")
+        and optimizer_class is not torch.optim.LBFGS
+        and "step" not in vars(optimizer)
+        and not getattr(optimizer, "_optimizer_step_pre_hooks", None)
+        and not getattr(_optimizer_module, "_global_optimizer_pre_hooks", None)
+    )
+
+
+def _closure_then_step(state: dict, closure: Callable[[dict], Any]) -> None:
+    closure(state)
+    state[OPTIMIZER].step()
+
+
+def training_step(state: dict) -> Callable[[dict, Callable[[dict], Any]], None]:
+    """How this pass runs the closure and steps the optimizer, decided once per pass.
+
+    A plain full-precision step with one of PyTorch's optimizers calls the closure and then
+    ``optimizer.step()``, which saves the closure's indirection on every batch; everything else
+    goes through :func:`optimizer_step`.
+    """
+    plain = state.get(GRAD_SCALER) is None and (state.get(ACCUMULATION_STEPS) or 1) == 1
+    if plain and torch.is_grad_enabled() and _closure_is_optional(state[OPTIMIZER]):
+        return _closure_then_step
+    return optimizer_step
 
 
 def optimizer_step(state: dict, closure: Callable[[dict], Any]) -> None:

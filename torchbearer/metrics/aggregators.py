@@ -58,7 +58,7 @@ class Mean(Metric):
             return
         self._pending.append(args[0])  # summed a group at a time: a few device operations per group
         self._batches += 1
-        if len(self._pending) == _GROUP_SIZE:
+        if self._batches % _GROUP_SIZE == 0:
             self._fold()
 
     def _fold(self) -> None:
@@ -202,25 +202,43 @@ class Std(Var):
 
 
 class _Window:
-    """The last ``size`` per-batch values pushed (tensors kept as they are; stacked when read)."""
+    """The last ``size`` per-batch values, kept as the blocks they were pushed in (joined when read).
+
+    Values arrive a block at a time (a tensor whose dim 0 runs over batches), so a window of 50
+    batches refreshed every 10 costs one ``cat`` of a few blocks per read, not 50 single pushes.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._values: collections.deque = collections.deque(maxlen=size)
+        self._blocks: collections.deque = collections.deque()
+        self._rows = 0
 
     def push(self, value: torch.Tensor) -> None:
-        """Store ``value``, dropping the oldest once full (a value of another shape starts afresh)."""
-        if self._values and self._values[-1].shape != value.shape:
-            self._values.clear()
-        self._values.append(value)
+        """Store one batch's value."""
+        self.push_rows(value.unsqueeze(0))
+
+    def push_rows(self, block: torch.Tensor) -> None:
+        """Store the values of several batches, oldest first along dim 0; values of another shape start afresh.
+
+        Blocks wholly older than the last ``size`` values are dropped.
+        """
+        if self._blocks and self._blocks[-1].shape[1:] != block.shape[1:]:
+            self._blocks.clear()
+            self._rows = 0
+        self._blocks.append(block)
+        self._rows += len(block)
+        while self._rows - len(self._blocks[0]) >= self.size:
+            self._rows -= len(self._blocks.popleft())
 
     def __len__(self) -> int:
-        return len(self._values)
+        return min(self._rows, self.size)
 
     def values(self) -> torch.Tensor:
-        """The stored values stacked along a new dim 0, oldest first, on the newest value's device."""
-        newest = self._values[-1].device
-        return torch.stack([value if value.device == newest else value.to(newest) for value in self._values])
+        """The last ``size`` values joined along dim 0, oldest first, on the newest value's device."""
+        newest = self._blocks[-1].device
+        blocks = [block if block.device == newest else block.to(newest) for block in self._blocks]
+        joined = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        return joined[-self.size :] if self._rows > self.size else joined
 
 
 class RunningMetric(AdvancedMetric, abc.ABC):
@@ -280,8 +298,8 @@ class RunningMetric(AdvancedMetric, abc.ABC):
     def load_state_dict(self, state_dict: dict) -> RunningMetric:
         """Refill the window and restore the call count and latest result saved by :meth:`state_dict`."""
         self._window = _Window(self._batch_size)
-        for value in state_dict.get("window", ()):  # oldest first, so the last batch_size values stay
-            self._window.push(value)
+        if "window" in state_dict:  # oldest first, so the last batch_size values stay
+            self._window.push_rows(state_dict["window"])
         self._calls = state_dict["calls"]
         self._result = state_dict.get("result")
         return self
@@ -323,8 +341,7 @@ class RunningMean(RunningMetric):
 
     def _flush(self) -> None:
         if self._pending:
-            for value in batch_means(self._pending, self._dim):
-                self._window.push(value)
+            self._window.push_rows(batch_means(self._pending, self._dim))
             self._pending = []
 
     def state_dict(self) -> dict:

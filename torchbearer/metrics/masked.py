@@ -9,6 +9,7 @@ count, so aggregators over a :class:`Masked` give exactly the statistics of the 
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, NamedTuple, Optional, Union
 
 import torch
@@ -84,23 +85,30 @@ def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | No
     """A group of same-shaped per-batch values stacked on a new dim 0, as ``(values, keep)``.
 
     Masked-out entries are zeroed (``keep`` marks the others; ``None`` when nothing is masked).
-    Returns ``None`` when the group mixes shapes or masked and plain values.
+    Returns ``None`` when the group mixes shapes or kinds of value (masked and plain, tensors and numbers).
     """
-    is_masked = isinstance(values[0], Masked)
-    if any(isinstance(value, Masked) != is_masked for value in values):
+    kinds = set(map(type, values))  # map and set, not generator expressions: this runs every few batches
+    if len(kinds) != 1:
         return None
-    parts = [value.values for value in values] if is_masked else values
-    parts = [part if isinstance(part, torch.Tensor) else torch.as_tensor(part) for part in parts]
-    shape = parts[0].shape
-    if any(part.shape != shape for part in parts):
+    kind = kinds.pop()
+    if kind is Masked:
+        parts = [torch.as_tensor(value.values) for value in values]
+    else:
+        parts = values if kind is torch.Tensor else list(map(torch.as_tensor, values))
+    if len(set(map(_shape, parts))) != 1:
         return None
     stacked = torch.stack(parts)
-    stacked = stacked.to(_accumulation_dtype(stacked.dtype))
-    if not is_masked:
+    accumulation_dtype = _accumulation_dtype(stacked.dtype)
+    if stacked.dtype != accumulation_dtype:
+        stacked = stacked.to(accumulation_dtype)
+    if kind is not Masked:
         return stacked, None
     keep = torch.stack([torch.as_tensor(value.mask) for value in values]) != 0
     keep = keep.expand_as(stacked)
     return stacked.masked_fill(~keep, 0), keep
+
+
+_shape = operator.attrgetter("shape")
 
 
 def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
@@ -123,10 +131,12 @@ def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
     return stacked.sum(), stacked.numel() if keep is None else keep.sum(dtype=stacked.dtype)
 
 
-def batch_means(values: list[Any], dim: Dim) -> list[torch.Tensor]:
+def batch_means(values: list[Any], dim: Dim) -> torch.Tensor:
     """Each batch's mean stacked with its weight (1, or 0 for a batch whose entries are all masked out).
 
-    Same-shaped batches are reduced together in a few device operations for the whole group.
+    Returns:
+        One row per batch along dim 0: ``result[i, 0]`` is batch ``i``'s mean, ``result[i, 1]`` its weight.
+        Same-shaped batches are reduced together in a few device operations for the whole group.
     """
     group = _stacked(values) if dim is None else None
     if group is not None:
@@ -137,12 +147,15 @@ def batch_means(values: list[Any], dim: Dim) -> list[torch.Tensor]:
         else:
             counts = keep.reshape(len(values), -1).sum(1, dtype=totals.dtype)
             means, present = totals / counts.clamp_min(1), (counts > 0).to(totals.dtype)
-        return list(torch.stack((means, present), 1).unbind(0))
-    result = []
+        return torch.stack((means, present), 1)
+    rows = []
     for value in values:
         part, weights = as_weighted(value)
         total = reduce_sum(part, dim)
         count = reduce_count(part, weights, dim)
         present = (count > 0).to(total.dtype) if isinstance(count, torch.Tensor) else torch.full_like(total, count > 0)
-        result.append(torch.stack((total / at_least_one(count), present)))
-    return result
+        row = torch.stack((total / at_least_one(count), present))
+        if rows and rows[-1].shape != row.shape:
+            rows = []  # a window starts afresh when the shape changes: the earlier rows would be dropped anyway
+        rows.append(row)
+    return torch.stack(rows)

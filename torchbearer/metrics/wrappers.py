@@ -44,8 +44,15 @@ class ToDict(AdvancedMetric):
     def _named(self, name: str, value: Any) -> dict | None:
         return None if value is None else {name: value}
 
+    def process(self, *args: Any) -> dict | None:
+        # Every batch: one call into the wrapped metric (``process_train``/``process_validate`` inlined).
+        value = self.metric.process(*args)
+        if value is None:
+            return None
+        return {self._eval_name: value} if self._validating else {self.name: value}
+
     def process_train(self, *args: Any) -> dict | None:
-        value = self.metric.process(*args)  # every batch: kept to one call
+        value = self.metric.process(*args)
         return None if value is None else {self.name: value}
 
     def process_validate(self, *args: Any) -> dict | None:
