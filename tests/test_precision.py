@@ -104,3 +104,57 @@ def test_compiled_model_trains_and_saves_plain_keys(tmp_path):
     plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     plain.load_state_dict(torch.load(path)["model"])
     assert torch.equal(plain[0].weight, model[0].weight)
+
+
+def test_lbfgs_gets_the_closure_and_reevaluates_it():
+    model = nn.Linear(4, 1)
+    calls = []
+
+    @on_forward
+    def count(state):
+        calls.append(state[torchbearer.BATCH])
+
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    x, y = _regression_data()
+    trial = Trial(model, optimizer, nn.MSELoss(), ["loss"], [count], verbose=0)
+    history = trial.with_train_data(x, y, batch_size=32, num_workers=0).run(3)
+    assert len(calls) > 3  # several evaluations per step
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_an_optimizer_whose_step_needs_the_closure_still_gets_it():
+    class TwoPass(torch.optim.SGD):  # like SAM: evaluates the closure itself, twice
+        def step(self, closure):
+            closure()
+            return super().step(closure)
+
+    model = nn.Linear(4, 1)
+    forwards = []
+    x, y = _regression_data()
+    trial = Trial(model, TwoPass(model.parameters(), lr=0.05), nn.MSELoss(), ["loss"],
+                  [on_forward(lambda state: forwards.append(1))], verbose=0)  # fmt: skip
+    trial.with_train_data(x, y, batch_size=8, num_workers=0).run(1)
+    assert len(forwards) == 8  # 4 batches, two forward passes each
+
+
+def test_a_step_pre_hook_runs_before_the_closure_as_with_step_closure():
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(model.weight.grad is None))
+    x, y = _regression_data(8)
+    Trial(model, optimizer, nn.MSELoss(), verbose=0).with_train_data(x, y, batch_size=8, num_workers=0).run(1)
+    assert seen == [True]  # the hook ran before the closure computed the first gradients
+
+
+def test_plain_sgd_steps_the_same_with_and_without_the_closure_shortcut():
+    x, y = _regression_data()
+    weights = []
+    for optimizer_class in (torch.optim.SGD, type("SGDSubclass", (torch.optim.SGD,), {})):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        optimizer = optimizer_class(model.parameters(), lr=0.05, momentum=0.9)
+        Trial(model, optimizer, nn.MSELoss(), verbose=0).with_train_data(x, y, batch_size=8, shuffle=False,
+                                                                          num_workers=0).run(3)  # fmt: skip
+        weights.append(model.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])  # the subclass takes optimizer.step(closure)

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
+from torchbearer.bases import Metric
 from torchbearer.metric_values import to_python
-from torchbearer.metrics import Masked, Mean, RunningMean, RunningMetric, Std, Var
+from torchbearer.metrics import Masked, Mean, MetricTree, RunningMean, RunningMetric, Std, ToDict, Unequal, Var
 
 from .helpers import split
 
@@ -169,3 +170,109 @@ def test_running_metric_subclass_gets_the_window_oldest_first():
 def test_running_metric_must_define_its_statistic():
     with pytest.raises(TypeError):
         RunningMetric("incomplete")
+
+
+class Reads(Metric):
+    """A root metric giving the value stored under its name."""
+
+    def process(self, *args):
+        return args[0][self.name]
+
+
+class Echo(Metric):
+    """A child metric whose output is its input, every batch."""
+
+    def process(self, *args):
+        return args[0]
+
+
+class OneAtATime(Metric):
+    """Wraps an aggregator but hides ``takes_groups``, so a tree hands it every value as it comes."""
+
+    def __init__(self, metric):
+        super().__init__(metric.name)
+        self.metric = metric
+
+    def process(self, *args):
+        return self.metric.process(*args)
+
+    def process_final(self, *args):
+        return self.metric.process_final(*args)
+
+    def train(self):
+        self.metric.train()
+
+    def eval(self, data_key=None):
+        self.metric.eval(data_key=data_key)
+
+    def reset(self, state):
+        self.metric.reset(state)
+
+    def state_dict(self):
+        return self.metric.state_dict()
+
+
+def tree_of(children, wrap):
+    tree = MetricTree(Reads("v"))
+    for child in children:
+        tree.add_child(ToDict(wrap(child)))
+    return tree
+
+
+def drive(tree, values, checkpoint_at=None):
+    """Two training passes and an evaluation pass; returns every output and a mid-pass state_dict."""
+    outputs, saved = [], None
+    for training in (True, True, False):
+        tree.train() if training else tree.eval()
+        tree.reset({})
+        for index, value in enumerate(values):
+            outputs.append(to_python(tree.process({"v": value})))
+            if index == checkpoint_at:
+                saved = tree.state_dict()
+        outputs.append(to_python(tree.process_final({})))
+    return outputs, saved
+
+
+@pytest.mark.parametrize("step_size", [1, 3, 10])
+def test_a_tree_handing_values_over_in_groups_gives_every_output_of_one_at_a_time(step_size):
+    values = [torch.rand(4) for _ in range(37)] + [Masked(torch.rand(4), torch.tensor([1, 0, 1, 1]))]
+    children = lambda: [Mean("m"), RunningMean("r", batch_size=7, step_size=step_size), RunningMean("s", 5, 4)]  # noqa: E731
+    grouped, saved = drive(tree_of(children(), lambda child: child), values, checkpoint_at=12)
+    single, single_saved = drive(tree_of(children(), OneAtATime), values, checkpoint_at=12)
+    assert [sorted(output) for output in grouped] == [sorted(output) for output in single]
+    for output, expected in zip(grouped, single):
+        assert output == pytest.approx(expected, rel=1e-6)
+    for child, single_child in zip(saved["children"], single_saved["children"]):
+        torch.testing.assert_close(child, single_child, rtol=1e-6, atol=1e-7)
+
+
+def test_a_tree_with_a_child_that_needs_every_value_hands_each_one_over():
+    tree = MetricTree(Reads("v"))
+    tree.add_child(ToDict(Mean("m")))
+    tree.add_child(ToDict(Echo("seen")))
+    tree.train()
+    tree.reset({})
+    assert tree.process({"v": 2.0}) == {"seen": 2.0}
+    assert tree.process({"v": 5.0}) == {"seen": 5.0}
+
+
+def test_unequal_masks_count_like_tensor_masks():
+    targets = [torch.tensor([0, -100, 2]), torch.tensor([-100, -100, 1]), torch.tensor([3, 3, 3])]
+    values = [torch.tensor([1.0, 7.0, 0.0]), torch.tensor([5.0, 5.0, 1.0]), torch.tensor([1.0, 1.0, 0.0])]
+    lazy = [Masked(value, Unequal(target, -100)) for value, target in zip(values, targets)]
+    eager = [Masked(value, target != -100) for value, target in zip(values, targets)]
+    assert feed(Mean("m"), lazy) == pytest.approx(feed(Mean("m"), eager)) == pytest.approx(4 / 6)
+    window = RunningMean("r", step_size=1)
+    window.train()
+    assert running(window, lazy) == pytest.approx([0.5, 0.75, (0.5 + 1 + 2 / 3) / 3])
+
+
+def test_a_running_window_fed_in_blocks_keeps_the_newest_values():
+    metric = RunningMean("r", batch_size=5, step_size=4)
+    metric.train()
+    metric.reset({})
+    outputs = running(metric, [torch.tensor(float(v)) for v in range(13)])
+    # recomputed at calls 0, 4, 8, 12 over the last 5 batches
+    assert outputs[0] == 0.0 and outputs[4] == pytest.approx(2.0) and outputs[8] == pytest.approx(6.0)
+    assert outputs[12] == pytest.approx(10.0)
+    assert to_python({"w": metric.state_dict()["window"]})["w"] == [[float(v), 1.0] for v in range(8, 13)]

@@ -10,7 +10,7 @@ from torchbearer.metrics.aggregators import Mean, RunningMean, RunningMetric, St
 from torchbearer.metrics.decorators import default_for_key, lambda_metric, mean, running_mean, std, to_dict, var
 from torchbearer.metrics.default import DefaultAccuracy
 from torchbearer.metrics.lr import LR
-from torchbearer.metrics.masked import Masked
+from torchbearer.metrics.masked import Masked, Unequal
 from torchbearer.metrics.metrics import AdvancedMetric, MetricList, MetricTree, add_default, get_default
 from torchbearer.metrics.primitives import (
     BinaryAccuracy,
@@ -35,6 +35,7 @@ __all__ = [
     "EpochLambda",
     "Loss",
     "Masked",
+    "Unequal",
     "Mean",
     "MeanSquaredError",
     "Metric",

@@ -53,13 +53,27 @@ class Mean(Metric):
         self._dim = dim
         self.reset({})
 
+    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
+
     def process(self, *args: Any) -> None:
         if args[0] is None:
             return
         self._pending.append(args[0])  # summed a group at a time: a few device operations per group
         self._batches += 1
-        if self._batches % _GROUP_SIZE == 0:
+        if len(self._pending) >= _GROUP_SIZE:
             self._fold()
+
+    def process_group(self, values: list) -> None:
+        """The same as :meth:`process` on each of ``values`` in turn."""
+        present = [value for value in values if value is not None]
+        self._pending.extend(present)
+        self._batches += len(present)
+        if len(self._pending) >= _GROUP_SIZE:
+            self._fold()
+
+    def values_until_output(self) -> int:
+        """How many values may wait before they reach this metric: any number, its per-batch output is always None."""
+        return _GROUP_SIZE
 
     def _fold(self) -> None:
         """Add the pending batches to the running total and count."""
@@ -226,9 +240,9 @@ class _Window:
             self._blocks.clear()
             self._rows = 0
         self._blocks.append(block)
-        self._rows += len(block)
-        while self._rows - len(self._blocks[0]) >= self.size:
-            self._rows -= len(self._blocks.popleft())
+        self._rows += block.shape[0]
+        while self._rows - self._blocks[0].shape[0] >= self.size:
+            self._rows -= self._blocks.popleft().shape[0]
 
     def __len__(self) -> int:
         return min(self._rows, self.size)
@@ -271,6 +285,8 @@ class RunningMetric(AdvancedMetric, abc.ABC):
     def _step(self, window: torch.Tensor) -> Any:
         """The statistic of the window: stored values stacked on dim 0, oldest first (valid during the call)."""
 
+    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
+
     def process_train(self, *args: Any) -> Any:
         value = self._process_train(*args)
         if value is not None:
@@ -279,6 +295,22 @@ class RunningMetric(AdvancedMetric, abc.ABC):
             self._result = self._step(self._window.values())
         self._calls += 1
         return self._result
+
+    def process_group(self, values: list) -> Any:
+        """The same as :meth:`process` on each of ``values`` in turn; returns the last output."""
+        output = None
+        for value in values:
+            output = self.process(value)
+        return output
+
+    def values_until_output(self) -> int:
+        """How many values may wait before they reach this metric: up to and including the next recomputation.
+
+        Its output changes only at those calls during training, and never during evaluation.
+        """
+        if self._validating:
+            return _GROUP_SIZE
+        return (-self._calls) % self._step_size + 1
 
     def process_final_train(self, *args: Any) -> Any:
         return self._result
@@ -328,15 +360,22 @@ class RunningMean(RunningMetric):
         return None if args[0] is None else batch_means([args[0]], self._dim)[0]
 
     def process_train(self, *args: Any) -> Any:
+        return self._take(args[:1])
+
+    def process_group(self, values: list) -> Any:
+        return super().process_group(values) if self._validating else self._take(values)
+
+    def _take(self, values: Any) -> Any:
         # Batch means are taken a group at a time, when the window is next read: a few device
         # operations per ``step_size`` batches instead of several per batch.
-        if args[0] is not None:
-            self._pending.append(args[0])
-        if self._calls % self._step_size == 0:
-            self._flush()
-            if len(self._window):
-                self._result = self._step(self._window.values())
-        self._calls += 1
+        for value in values:
+            if value is not None:
+                self._pending.append(value)
+            if self._calls % self._step_size == 0:
+                self._flush()
+                if len(self._window):
+                    self._result = self._step(self._window.values())
+            self._calls += 1
         return self._result
 
     def _flush(self) -> None:
@@ -353,5 +392,6 @@ class RunningMean(RunningMetric):
         return super().load_state_dict(state_dict)
 
     def _step(self, window: torch.Tensor) -> torch.Tensor:
-        means, present = window[:, 0], window[:, 1]
-        return (means * present).sum(0) / present.sum(0)
+        # A batch with no entries has mean 0 as well as weight 0, so the weighted sum is the plain sum.
+        mean_total, weight_total = window.sum(0).unbind(0)
+        return mean_total / weight_total

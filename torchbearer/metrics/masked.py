@@ -18,8 +18,21 @@ Dim = Optional[Union[int, tuple[int, ...]]]
 Count = Union[int, torch.Tensor]
 
 
+class Unequal(NamedTuple):
+    """The mask ``targets != ignore_index``, left uncomputed: aggregators compare a group of batches at once.
+
+    Example:
+        >>> Masked(correct, Unequal(y_true, -100))  # doctest: +SKIP
+    """
+
+    targets: torch.Tensor
+    ignore_index: Any
+
+
 class Masked(NamedTuple):
     """Values and a mask of the same shape (or one that broadcasts to it); entries where the mask is 0 do not count.
+
+    The mask is a tensor, or an :class:`Unequal` that saves a device operation per batch.
 
     Example:
         >>> correct = (y_pred.argmax(1) == y_true).float()  # doctest: +SKIP
@@ -27,11 +40,33 @@ class Masked(NamedTuple):
     """
 
     values: torch.Tensor
-    mask: torch.Tensor
+    mask: torch.Tensor | Unequal
+
+
+def mask_tensor(mask: torch.Tensor | Unequal | Any) -> torch.Tensor:
+    """A :class:`Masked`'s mask as a tensor whose nonzero entries count."""
+    if type(mask) is Unequal:
+        return mask.targets != mask.ignore_index
+    return torch.as_tensor(mask)
+
+
+def _stacked_mask(masks: list) -> torch.Tensor:
+    """The masks of a group of batches stacked on a new dim 0, as booleans."""
+    if set(map(type, masks)) == {Unequal}:
+        ignored = {mask.ignore_index for mask in masks}
+        if len(ignored) == 1:  # one comparison for the whole group
+            return torch.stack([mask.targets for mask in masks]) != ignored.pop()
+    keep = torch.stack([mask_tensor(mask) for mask in masks])
+    return keep if keep.dtype == torch.bool else keep != 0
+
+
+_WIDE_ENOUGH = (torch.float32, torch.float64)
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """At least float32, so half-precision and integer inputs sum without overflow or truncation."""
+    if dtype in _WIDE_ENOUGH:
+        return dtype
     if dtype.is_floating_point:
         return torch.promote_types(dtype, torch.float32)
     return torch.float32
@@ -51,7 +86,7 @@ def as_weighted(value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(value, Masked):
         values = value.values.detach()
         values = values.to(_accumulation_dtype(values.dtype))
-        keep = (value.mask.detach() != 0).expand_as(values)
+        keep = (mask_tensor(value.mask).detach() != 0).expand_as(values)
         return values.masked_fill(~keep, 0), keep.to(values.dtype)
     values = torch.as_tensor(value).detach()
     return values.to(_accumulation_dtype(values.dtype)), None
@@ -103,9 +138,10 @@ def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | No
         stacked = stacked.to(accumulation_dtype)
     if kind is not Masked:
         return stacked, None
-    keep = torch.stack([torch.as_tensor(value.mask) for value in values]) != 0
-    keep = keep.expand_as(stacked)
-    return stacked.masked_fill(~keep, 0), keep
+    keep = _stacked_mask([value.mask for value in values])
+    if keep.shape != stacked.shape:
+        keep = keep.expand_as(stacked)
+    return stacked.where(keep, 0.0), keep
 
 
 _shape = operator.attrgetter("shape")
@@ -141,9 +177,12 @@ def batch_means(values: list[Any], dim: Dim) -> torch.Tensor:
     group = _stacked(values) if dim is None else None
     if group is not None:
         stacked, keep = group
+        if keep is None and stacked.shape[1:].numel() == 1:  # one value per batch (a loss): it is the batch's mean
+            means = stacked.reshape(len(values))
+            return torch.stack((means, torch.ones_like(means)), 1)
         totals = stacked.reshape(len(values), -1).sum(1)
         if keep is None:
-            means, present = totals / max(stacked[0].numel(), 1), torch.ones_like(totals)
+            means, present = totals / max(stacked.shape[1:].numel(), 1), torch.ones_like(totals)
         else:
             counts = keep.reshape(len(values), -1).sum(1, dtype=totals.dtype)
             means, present = totals / counts.clamp_min(1), (counts > 0).to(totals.dtype)

@@ -194,9 +194,9 @@ class MetricList(Metric):
                     output = metric.process(*args)
                 except _METRIC_FAILURES as error:
                     raise _metric_error(metric, args, error) from error
-                if type(output) is dict:  # the common case, checked inline: this runs for every metric every batch
+                if type(output) is dict:  # the common cases, checked inline: this runs for every metric every batch
                     merged.update(output)
-                else:
+                elif output is not None:
                     _merge_into(merged, metric, output, "process")
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
@@ -282,11 +282,21 @@ def _name_matches(metric: Metric, saved_name: str) -> bool:
     return str(metric) == saved_name
 
 
+def _takes_groups(metric: Metric) -> bool:
+    return getattr(metric, "takes_groups", False)
+
+
 class MetricTree(Metric):
     """A root metric whose output feeds child metrics (aggregators); the children's outputs are the result.
 
     If the root returns a dict, its first value is passed on. The root's own value is not part of
     the output.
+
+    When every child takes values in groups (the built-in aggregators do: they have ``takes_groups``,
+    ``process_group(values)`` and ``values_until_output()``), the tree keeps the root's values and
+    hands them over a few batches at a time, just before a child's output can change; until then
+    it returns the children's latest outputs. The results are those of handing every value over at
+    once, at a fraction of the per-batch cost.
 
     Args:
         metric: The root metric; the tree takes its name.
@@ -300,10 +310,16 @@ class MetricTree(Metric):
         super().__init__(metric.name)
         self.root = metric
         self.children: list[Metric] = []
+        self._grouped: bool | None = None  # whether every child takes groups; None: not checked since a change
+        self._pending: list = []  # root values the children have not seen yet
+        self._deliver_at = 1  # how many pending values the children can wait for
+        self._outputs: dict = {}  # the children's outputs after the last hand-over
 
     def add_child(self, child: Metric) -> None:
         """Append a metric that receives the root's output."""
+        self._deliver()
         self.children.append(child)
+        self._grouped = None
 
     @staticmethod
     def _unwrap(value: Any) -> Any:
@@ -313,16 +329,39 @@ class MetricTree(Metric):
         value = self.root.process(*args)
         if isinstance(value, dict):
             value = next(iter(value.values()))
+        if self._grouped is None:
+            self._grouped = bool(self.children) and all(_takes_groups(child) for child in self.children)
+        if self._grouped:
+            self._pending.append(value)
+            if len(self._pending) >= self._deliver_at:
+                self._deliver()
+            return self._outputs
         merged: dict = {}
         for child in self.children:
             output = child.process(value)
             if type(output) is dict:  # inline, as in MetricList.process
                 merged.update(output)
-            else:
+            elif output is not None:
                 _merge_into(merged, child, output, "process")
         return merged
 
+    def _deliver(self) -> None:
+        """Hand the pending values to the children and keep their outputs."""
+        if not self._pending:
+            return
+        outputs: dict = {}
+        for child in self.children:
+            _merge_into(outputs, child, child.process_group(self._pending), "process")
+        self._pending = []
+        self._outputs = outputs
+        self._deliver_at = min(child.values_until_output() for child in self.children)
+
+    def _restart(self) -> None:
+        """Forget pending values and outputs: the children's state is about to be replaced or reset."""
+        self._pending, self._outputs, self._deliver_at, self._grouped = [], {}, 1, None
+
     def process_final(self, *args: Any) -> dict:
+        self._deliver()
         value = self._unwrap(self.root.process_final(*args))
         merged: dict = {}
         for child in self.children:
@@ -330,22 +369,28 @@ class MetricTree(Metric):
         return merged
 
     def train(self) -> None:
+        self._deliver()
+        self._outputs, self._deliver_at = {}, 1
         self.root.train()
         for child in self.children:
             child.train()
 
     def eval(self, data_key: Any = None) -> None:
+        self._deliver()
+        self._outputs, self._deliver_at = {}, 1
         self.root.eval(data_key=data_key)
         for child in self.children:
             child.eval(data_key=data_key)
 
     def reset(self, state: Any) -> None:
+        self._restart()
         self.root.reset(state)
         for child in self.children:
             child.reset(state)
 
     def state_dict(self) -> dict:
         """The root's state and each child's, by position: ``{'root': ..., 'children': [...]}``."""
+        self._deliver()
         return {"root": self.root.state_dict(), "children": [child.state_dict() for child in self.children]}
 
     def load_state_dict(self, state_dict: dict) -> MetricTree:
@@ -361,6 +406,7 @@ class MetricTree(Metric):
                 f"metric state for the tree {self.name!r} has {len(children_states)} children, but this tree has "
                 f"{len(self.children)} ({names}); build the metric with the same statistics to resume it"
             )
+        self._restart()
         self.root.load_state_dict(state_dict["root"])
         for child, child_state in zip(self.children, children_states):
             child.load_state_dict(child_state)

@@ -14,7 +14,7 @@ import torch
 
 from torchbearer.bases import Metric
 from torchbearer.metrics.decorators import default_for_key, mean, running_mean, to_dict
-from torchbearer.metrics.masked import Masked
+from torchbearer.metrics.masked import Masked, Unequal
 from torchbearer.state import EPOCH, LOSS, Y_PRED, Y_TRUE
 
 
@@ -60,7 +60,7 @@ class CategoricalAccuracy(Metric):
         y_pred = state[self.pred_key]
         y_true = _class_indices(y_pred, state[self.target_key])
         correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
-        return Masked(correct, y_true != self.ignore_index)
+        return Masked(correct, Unequal(y_true, self.ignore_index))
 
 
 @default_for_key("binary_accuracy")
@@ -128,7 +128,7 @@ class TopKCategoricalAccuracy(Metric):
         y_true = _class_indices(y_pred, state[self.target_key])
         top_k = y_pred.topk(self.k, dim=1).indices
         correct = (top_k == y_true.unsqueeze(1)).any(1).float()
-        return Masked(correct, y_true != self.ignore_index)
+        return Masked(correct, Unequal(y_true, self.ignore_index))
 
 
 @default_for_key("mse")

@@ -55,6 +55,22 @@ class ToDict(AdvancedMetric):
         value = self.metric.process(*args)
         return None if value is None else {self.name: value}
 
+    @property
+    def takes_groups(self) -> bool:
+        """Whether the wrapped metric takes values a few batches at a time (see :class:`MetricTree`)."""
+        return getattr(self.metric, "takes_groups", False)
+
+    def process_group(self, values: list) -> dict | None:
+        """The wrapped metric's :meth:`process_group`, named as :meth:`process` names its output."""
+        value = self.metric.process_group(values)
+        if value is None:
+            return None
+        return {self._eval_name: value} if self._validating else {self.name: value}
+
+    def values_until_output(self) -> int:
+        """The wrapped metric's ``values_until_output()``."""
+        return self.metric.values_until_output()
+
     def process_validate(self, *args: Any) -> dict | None:
         value = self.metric.process(*args)
         return None if value is None else {self._eval_name: value}
