@@ -2,11 +2,13 @@
 
 The same model, data and seed are trained by (a) a raw loop that computes the same metrics in the
 cheapest honest way (loss and accuracy accumulated on the device, one ``.item()`` per pass) and
-(b) ``Trial`` with ``metrics=['acc', 'loss']``. Epochs alternate A B A B ... so machine drift hits
-both alike; the table reports the median seconds per epoch, the median, min and max of the
-per-pair ratios Trial/raw, and each side's peak memory (measured in a child process each).
+(b) ``Trial`` with ``metrics=['acc', 'loss']``. Epochs alternate A B B A A B ... so machine drift
+hits both alike; the table reports the median seconds per epoch, the median, min and max of the
+per-pair ratios Trial/raw with a bootstrap interval for that median, and each side's peak memory
+(measured in a child process each). ``--control`` puts a second raw loop in Trial's place, which
+shows how far apart two identical loops measure on the machine.
 
-Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 7] [--progress] [--device cuda]``
+Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 15] [--progress] [--device cuda] [--control]``
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import random
 import resource
 import statistics
 import subprocess
@@ -216,6 +219,13 @@ def operation_counts(args: argparse.Namespace) -> dict[str, tuple[float, float]]
     return counts
 
 
+def median_interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval for the median ratio: how far the noise alone could move it."""
+    generator = random.Random(0)
+    medians = sorted(statistics.median(generator.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
@@ -225,6 +235,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--count", action="store_true", help="also count tensor operations and Python calls")
+    parser.add_argument("--control", action="store_true", help="time a second raw loop instead of Trial")
     parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -233,24 +244,32 @@ def main() -> None:
         return
 
     raw = RawLoop(args.workload, args.device, args.progress)
-    trial = TrialLoop(args.workload, args.device, args.progress)
+    # --control times a second raw loop in Trial's place: its ratio shows the machine's noise floor
+    trial = (RawLoop if args.control else TrialLoop)(args.workload, args.device, args.progress)
     for _ in range(args.warmup):
         raw.epoch()
         trial.epoch()
     raw_times, trial_times = [], []
-    for _ in range(args.pairs):
-        raw_times.append(_timed_epoch(raw))
-        trial_times.append(_timed_epoch(trial))
+    for pair in range(args.pairs):
+        if pair % 2:  # every other pair in the other order, so that neither side always goes first
+            trial_times.append(_timed_epoch(trial))
+            raw_times.append(_timed_epoch(raw))
+        else:
+            raw_times.append(_timed_epoch(raw))
+            trial_times.append(_timed_epoch(trial))
     ratios = [t / r for r, t in zip(raw_times, trial_times)]
-    raw_peak, trial_peak = peak_memory("raw", args), peak_memory("trial", args)
+    low, high = median_interval(ratios)
+    raw_peak, trial_peak = peak_memory("raw", args), peak_memory("raw" if args.control else "trial", args)
 
+    label = "raw 2" if args.control else "Trial"
     print(f"workload={args.workload} device={args.device} progress={args.progress} pairs={args.pairs} "
           f"threads={args.threads} torch={torch.__version__}")  # fmt: skip
     print("| loop  | median s/epoch | peak memory MiB |")
     print("|-------|----------------|-----------------|")
     print(f"| raw   | {statistics.median(raw_times):14.4f} | {raw_peak:15.1f} |")
-    print(f"| Trial | {statistics.median(trial_times):14.4f} | {trial_peak:15.1f} |")
-    print(f"Trial/raw ratio: median {statistics.median(ratios):.4f}  min {min(ratios):.4f}  max {max(ratios):.4f}")
+    print(f"| {label} | {statistics.median(trial_times):14.4f} | {trial_peak:15.1f} |")
+    print(f"{label}/raw ratio: median {statistics.median(ratios):.4f}  95% interval of the median "
+          f"{low:.4f}-{high:.4f}  min {min(ratios):.4f}  max {max(ratios):.4f}")  # fmt: skip
     if args.count:
         for name, (operations, calls) in operation_counts(args).items():
             print(f"{name}: {operations:.1f} tensor operations and {calls:.1f} Python calls per batch")
