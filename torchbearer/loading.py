@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torchbearer import prefetch
 from torchbearer.devices import deep_to
 from torchbearer.errors import BatchError
 from torchbearer.state import DATA_TYPE, DEVICE, GENERATOR, ITERATOR, Y_TRUE, X
@@ -71,7 +72,7 @@ def load_batch_infinite(loader: BatchLoader) -> BatchLoader:
         try:
             loader(state)
         except StopIteration:
-            state[ITERATOR] = iter(state[GENERATOR])
+            prefetch.restart(state)
             try:
                 loader(state)
             except StopIteration:

@@ -201,7 +201,8 @@ BACKWARD_ARGS = state_key("backward_args")
 MIXUP_LAMBDA = state_key("mixup_lambda")
 MIXUP_PERMUTATION = state_key("mixup_permutation")
 
-# Keys beyond 0.5: mixed precision and gradient accumulation (see torchbearer.precision).
+# Keys beyond 0.5: mixed precision and gradient accumulation (see torchbearer.precision), prefetching.
 AUTOCAST_DTYPE = state_key("autocast_dtype")
 GRAD_SCALER = state_key("grad_scaler")
 ACCUMULATION_STEPS = state_key("accumulation_steps")
+PREFETCH = state_key("prefetch")

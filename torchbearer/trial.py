@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import torchbearer
-from torchbearer import checks, distributed, rng
+from torchbearer import checks, distributed, prefetch, rng
 from torchbearer.bases import cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
@@ -58,6 +58,7 @@ from torchbearer.state import (
     METRICS,
     MODEL,
     OPTIMIZER,
+    PREFETCH,
     SAMPLER,
     SELF,
     STEPS,
@@ -208,6 +209,7 @@ class Trial:
                 AUTOCAST_DTYPE: None,
                 GRAD_SCALER: None,
                 ACCUMULATION_STEPS: 1,
+                PREFETCH: False,
             }
         )
         if criterion is None:
@@ -441,6 +443,18 @@ class Trial:
         self.state[ACCUMULATION_STEPS] = steps
         return self
 
+    def with_prefetch(self, enabled: bool = True) -> Trial:
+        """Load each batch one step ahead and start its copy to the device while the current batch trains.
+
+        On a GPU the copy runs on a side CUDA stream; give the ``DataLoader`` ``pin_memory=True`` so that
+        it overlaps with compute. On the CPU there is nothing to overlap and batches arrive as before.
+
+        Example:
+            >>> trial.to('cuda').with_prefetch()  # doctest: +SKIP
+        """
+        self.state[PREFETCH] = bool(enabled)
+        return self
+
     def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options) -> Trial:
         """Choose how the Trial scales out on ``torch.distributed`` (see ``docs/scaling-out.md``).
 
@@ -487,9 +501,9 @@ class Trial:
             return None
         if keep_across_epochs:
             if self._train_iterator is None:
-                self._train_iterator = iter(generator)
+                self._train_iterator = prefetch.iterate(generator, self.state)
             return self._train_iterator
-        return iter(generator)
+        return prefetch.iterate(generator, self.state)
 
     def _call_state(self, max_epochs: int) -> State:
         state = RunState()
