@@ -276,3 +276,20 @@ def test_a_running_window_fed_in_blocks_keeps_the_newest_values():
     assert outputs[0] == 0.0 and outputs[4] == pytest.approx(2.0) and outputs[8] == pytest.approx(6.0)
     assert outputs[12] == pytest.approx(10.0)
     assert to_python({"w": metric.state_dict()["window"]})["w"] == [[float(v), 1.0] for v in range(8, 13)]
+
+
+def test_a_smaller_last_batch_is_summed_with_its_own_kind():
+    values = [torch.rand(8) for _ in range(5)] + [torch.rand(3)]
+    masked = [Masked(torch.rand(4), Unequal(torch.tensor([0, -100, 1, 1]), -100)), Masked(torch.rand(2), torch.ones(2))]
+    expected = torch.cat(values).mean().item()
+    assert feed(Mean("m"), values) == pytest.approx(expected, rel=1e-6)
+    kept = torch.cat([masked[0].values[torch.tensor([0, 2, 3])], masked[1].values])
+    assert feed(Mean("m"), masked) == pytest.approx(kept.mean().item(), rel=1e-6)
+    window = RunningMean("r", step_size=6)
+    window.train()
+    assert running(window, values)[-1] == pytest.approx(values[0].mean().item(), rel=1e-6)
+    assert to_python({"w": window.state_dict()["window"]})["w"][-1] == pytest.approx([values[-1].mean().item(), 1])
+
+
+def test_values_that_cannot_be_stacked_are_summed_one_by_one():
+    assert feed(Mean("m"), [[1.0, 2.0], [3.0]]) == pytest.approx(2.0)

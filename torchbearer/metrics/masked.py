@@ -147,6 +147,19 @@ def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | No
 _shape = operator.attrgetter("shape")
 
 
+def _runs(values: list[Any]) -> list[list[Any]]:
+    """``values`` cut into consecutive runs of the same kind and shape, each of which stacks."""
+    runs: list[list[Any]] = []
+    last = None
+    for value in values:
+        key = (type(value), value.values.shape if type(value) is Masked else getattr(value, "shape", None))
+        if key != last:
+            runs.append([])
+            last = key
+        runs[-1].append(value)
+    return runs
+
+
 def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
     """The sum and entry count of a group of per-batch values, in a few device operations for the group.
 
@@ -159,6 +172,10 @@ def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
         (a Python int without masks, else a tensor).
     """
     group = _stacked(values) if dim is None else None
+    runs = _runs(values) if group is None and dim is None else []
+    if len(runs) > 1:  # e.g. a smaller last batch: each run of equal shapes is stacked
+        sums_and_counts = [sum_and_count(run, dim) for run in runs]
+        return sum(total for total, _ in sums_and_counts), sum(count for _, count in sums_and_counts)
     if group is None:
         weighted = [as_weighted(value) for value in values]
         total = sum(reduce_sum(part, dim) for part, _ in weighted)
@@ -175,6 +192,9 @@ def batch_means(values: list[Any], dim: Dim) -> torch.Tensor:
         Same-shaped batches are reduced together in a few device operations for the whole group.
     """
     group = _stacked(values) if dim is None else None
+    runs = _runs(values) if group is None and dim is None else []
+    if len(runs) > 1:  # e.g. a smaller last batch: each run of equal shapes is stacked
+        return torch.cat([batch_means(run, dim) for run in runs])
     if group is not None:
         stacked, keep = group
         if keep is None and stacked.shape[1:].numel() == 1:  # one value per batch (a loss): it is the batch's mean
