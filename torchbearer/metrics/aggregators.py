@@ -48,12 +48,12 @@ class Mean(Metric):
         dim: Dimension(s) to average over; ``None`` for all.
     """
 
+    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
+
     def __init__(self, name: str, dim: Dim = None) -> None:
         super().__init__(name)
         self._dim = dim
         self.reset({})
-
-    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
 
     def process(self, *args: Any) -> None:
         if args[0] is None:
@@ -269,6 +269,8 @@ class RunningMetric(AdvancedMetric, abc.ABC):
         step_size: Calls between two recomputations.
     """
 
+    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
+
     def __init__(self, name: str, batch_size: int = 50, step_size: int = 10) -> None:
         super().__init__(name)
         self._batch_size = batch_size
@@ -284,8 +286,6 @@ class RunningMetric(AdvancedMetric, abc.ABC):
     @abc.abstractmethod
     def _step(self, window: torch.Tensor) -> Any:
         """The statistic of the window: stored values stacked on dim 0, oldest first (valid during the call)."""
-
-    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
 
     def process_train(self, *args: Any) -> Any:
         value = self._process_train(*args)
