@@ -58,7 +58,8 @@ def get_default(key: str) -> Metric:
 def _merge_into(merged: dict, metric: Metric, output: Any, method: str) -> None:
     """Add one metric's output to ``merged`` (later names win); a ``None`` output adds nothing.
 
-    Called for every metric on every batch, so the common case (a plain dict) is one type check.
+    Raises:
+        TypeError: the output is neither a dict nor ``None``.
     """
     if output is None:
         return
@@ -335,7 +336,7 @@ class MetricTree(Metric):
             self._pending.append(value)
             if len(self._pending) >= self._deliver_at:
                 self._deliver()
-            return self._outputs
+            return self._outputs.copy()  # a copy: the caller may change it
         merged: dict = {}
         for child in self.children:
             output = child.process(value)
