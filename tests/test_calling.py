@@ -107,3 +107,29 @@ def test_run_with_non_integer_epochs_is_refused(linear_trial):
 def test_non_callback_in_callbacks_is_refused():
     with pytest.raises(TypeError, match="is not a torchbearer Callback"):
         Trial(nn.Linear(2, 1), callbacks=[lambda state: None])
+
+
+def test_the_calling_decision_is_made_once_even_for_unhashable_criteria_and_dropped_with_them(monkeypatch):
+    import dataclasses
+    import gc
+
+    from torchbearer import calling
+
+    @dataclasses.dataclass  # eq=True makes instances unhashable
+    class Scaled:
+        weight: float = 2.0
+
+        def __call__(self, y_pred, y_true):
+            return ((y_pred - y_true) ** 2).mean() * self.weight
+
+    inspections = []
+    signature = calling._signature
+    monkeypatch.setattr(calling, "_signature", lambda fn: inspections.append(type(fn)) or signature(fn))
+    criterion = Scaled()
+    for _ in range(3):
+        call_criterion({}, criterion, torch.ones(2, requires_grad=True), torch.zeros(2))
+    assert len(inspections) == 1
+    entries = len(calling._STATE_CRITERION)
+    del criterion
+    gc.collect()
+    assert len(calling._STATE_CRITERION) == entries - 1

@@ -17,13 +17,16 @@ import torch
 from torchbearer.devices import unwrap_model
 from torchbearer.errors import CriterionError, ModelCallError
 
-_PASS_STATE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_STATE_CRITERION: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Decisions per callable, keyed by id(callable): (weak reference to it, decision). The reference tells
+# a live entry from one left by a dead object whose id was reused, and its callback drops the entry.
+# Unlike a WeakKeyDictionary this needs no hashable keys, and a lookup is a dict get, not a Python call.
+_PASS_STATE: dict[int, tuple[weakref.ref, bool]] = {}
+_STATE_CRITERION: dict[int, tuple[weakref.ref, bool]] = {}
 
 
 def always_pass_state(model: Any) -> None:
     """Make ``model`` receive ``state=`` on every call (``Trial(..., pass_state=True)``)."""
-    _PASS_STATE[model] = True
+    _remember(_PASS_STATE, model, True)
 
 
 def _signature(fn: Any) -> inspect.Signature | None:
@@ -47,11 +50,13 @@ def _declares_state(model: Any) -> bool | None:
     return False
 
 
-def _remember(table: weakref.WeakKeyDictionary, key: Any, value: bool) -> None:
+def _remember(table: dict[int, tuple[weakref.ref, bool]], key: Any, value: bool) -> None:
+    identity = id(key)
     try:
-        table[key] = value
+        reference = weakref.ref(key, lambda _, identity=identity: table.pop(identity, None))
     except TypeError:  # not weak-referenceable: decide again next time
-        pass
+        return
+    table[identity] = (reference, value)
 
 
 def describe(value: Any) -> str:
@@ -142,10 +147,8 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
     args = list(x) if isinstance(x, (list, tuple)) else [x]
-    try:
-        takes_state = _PASS_STATE.get(model)
-    except TypeError:
-        takes_state = None
+    known = _PASS_STATE.get(id(model))
+    takes_state = known[1] if known is not None and known[0]() is model else None
     if takes_state is None:
         takes_state = _declares_state(model)
         if takes_state is None:
@@ -204,10 +207,8 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
             returned a loss that is not a single value, or, with gradients enabled (training), returned
             something that is not a tensor or a tensor that does not require grad.
     """
-    try:
-        takes_state = _STATE_CRITERION.get(criterion)
-    except TypeError:
-        takes_state = None
+    known = _STATE_CRITERION.get(id(criterion))
+    takes_state = known[1] if known is not None and known[0]() is criterion else None
     if takes_state is None:
         takes_state = _takes_state(criterion)
         if takes_state is not None:
