@@ -201,7 +201,7 @@ def test_lr_finder_suggests_a_rate_inside_the_sweep(runs):
 
 def test_mixed_precision_prints_a_row_per_variant(runs):
     run = finished(runs, "mixed_precision")
-    for variant in ("fp32", "bf16", "fp16", "bf16 + accumulate 4 + compile"):
+    for variant in ("fp32", "bf16", "fp16", "bf16 + accumulate 4 + compile + prefetch"):
         match = re.search(rf"^{re.escape(variant)}\s+val_acc={NUMBER}", run.stdout, re.MULTILINE)
         assert match and 0 <= float(match.group(1)) <= 1, f"no result for {variant}:\n{run.stdout}"
     assert_png(run.out / "variants.png")
