@@ -403,7 +403,7 @@ class Trial:
 
         ``bf16`` autocasts the forward pass and criterion; ``fp16`` also scales the loss with a
         ``torch.amp.GradScaler`` (skipping steps whose gradients overflow, saved in ``state_dict``).
-        Call it after ``to(device)``. Gradient clipping callbacks unscale the gradients first.
+        It may come before or after ``to(device)``. Gradient clipping callbacks unscale the gradients first.
 
         Example:
             >>> Trial(model, optimizer, loss).to('cuda').with_precision('bf16')  # doctest: +SKIP
@@ -752,7 +752,20 @@ class Trial:
                 if isinstance(value, torch.Tensor):
                     param_state[key] = value.to(*args, **kwargs)
         update_device_and_dtype(self.state, *args, **kwargs)
+        self._match_grad_scaler()
         return self
+
+    def _match_grad_scaler(self) -> None:
+        """Remake an fp16 ``GradScaler`` chosen before ``to(device)`` for the new device type, keeping its scale."""
+        from torchbearer.precision import device_type
+
+        scaler = self.state[GRAD_SCALER]
+        wanted = device_type(self.state[DEVICE])
+        if scaler is None or getattr(scaler, "_device", wanted) == wanted:
+            return
+        moved = torch.amp.GradScaler(wanted)
+        moved.load_state_dict(scaler.state_dict())
+        self.state[GRAD_SCALER] = moved
 
     def cuda(self, device=None) -> Trial:
         """Move to a CUDA device (default the current one)."""

@@ -153,6 +153,26 @@ def test_a_rank_that_raises_ends_the_whole_job_promptly_with_an_error(tmp_path):
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_two_processes_on_a_gpu_match_one_process_on_the_cpu(reference, tmp_path):
+    # NCCL refuses two ranks on one GPU, so gloo carries the CUDA tensors; with a GPU per rank the default is nccl.
+    arguments = ["--out", str(tmp_path), "--batch-size", "4", "--device", "cuda", "--backend", "gloo"]
+    _check(torchrun(2, arguments))
+    results = _results(tmp_path)
+    assert [result["main"]["model_type"] for result in results] == ["_DataParallel"] * 2
+    assert _max_difference(reference[1], torch.load(tmp_path / "weights.pt", map_location="cpu")) < 1e-4
+    expected = reference[0]["main"]
+    for result in results:
+        assert result["main"]["reloaded_optimizer_equal"]
+        _assert_metrics_equal(expected["evaluate"], result["main"]["evaluate"], expected["evaluate"], tolerance=1e-4)
+        names = [prefix + name for prefix in ("", "val_") for name in (*PER_SAMPLE_METRICS, "loss")]
+        for one_process, distributed in zip(expected["history"], result["main"]["history"]):
+            _assert_metrics_equal(one_process, distributed, names, tolerance=1e-4)
+        torch.testing.assert_close(
+            torch.tensor(result["main"]["predictions"]), torch.tensor(expected["predictions"]), atol=1e-4, rtol=0
+        )
+
+
 def test_fsdp_on_gloo_matches_one_process_and_its_checkpoints_load_in_one_process(reference, tmp_path):
     sharded = tmp_path / "sharded"
     arguments = ["--out", str(tmp_path), "--batch-size", "4", "--strategy", "fsdp", "--sharded-copy", str(sharded)]

@@ -102,7 +102,7 @@ def main_trial(args: argparse.Namespace) -> dict:
     if args.fail_rank >= 0:
         callbacks.append(FailAt(args.fail_rank, epoch=1))
     trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=metrics(), callbacks=callbacks, verbose=0)
-    trial.with_distributed(strategy=args.strategy, timeout=120)
+    trial.to(args.device).with_distributed(strategy=args.strategy, timeout=120, backend=args.backend)
     trial.with_generators(
         DataLoader(data("train", TRAIN_SIZE), batch_size=args.batch_size, shuffle=False),
         DataLoader(data("validation", VALIDATION_SIZE), batch_size=4),
@@ -115,7 +115,7 @@ def main_trial(args: argparse.Namespace) -> dict:
     state_dict = trial.state_dict()
     if torchbearer.distributed.is_rank_zero():
         torch.save(state_dict[torchbearer.MODEL], os.path.join(args.out, "weights.pt"))
-    reloaded = Trial(*model_and_optimizer(), nn.CrossEntropyLoss(), metrics=metrics(), verbose=0)
+    reloaded = Trial(*model_and_optimizer(), nn.CrossEntropyLoss(), metrics=metrics(), verbose=0).to(args.device)
     torchbearer.distributed.load_checkpoint(reloaded, os.path.join(args.out, "model.pt"))
     reloaded_predictions = reloaded.with_test_generator(trial.state[TEST_GENERATOR]).predict().tolist()
     reloaded_optimizer = reloaded.state_dict()[torchbearer.OPTIMIZER]  # sharded after loading, under FSDP
@@ -198,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sharded-copy", default="")
     parser.add_argument("--fail-rank", type=int, default=-1)
     parser.add_argument("--console", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default=None, help="process group backend (default: the Trial's choice)")
     parser.add_argument("--extras", action="store_true", help="also the accumulation and opt-out trials")
     args = parser.parse_args(argv)
     results = {"main": main_trial(args)}

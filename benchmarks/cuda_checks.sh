@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Everything that needs a CUDA GPU, in one short run (most important first; each step has a time cap):
+#   1. the CUDA-only tests (no host-device sync in an epoch, fp16/bf16, compile, accumulation, pinned
+#      prefetch, GPU checkpoints, two ranks on a GPU under torchrun);
+#   2. the overhead benchmark on the GPU (mlp, mlp with the progress bar, cnn, and the raw-vs-raw control);
+#   3. the mixed-precision example on the GPU;
+#   4. the whole test suite.
+# Usage: bash benchmarks/cuda_checks.sh [OUTPUT_FOLDER]   (run from the repository root; needs torch with CUDA)
+set -u
+out=${1:-cuda-checks}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+started=$SECONDS
+step() { echo; echo "=== $1 (at ${SECONDS}s)"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+"$python" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())"
+
+step "CUDA-only tests"
+timeout 240 "$python" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_no_sync_cuda.py \
+    tests/test_prefetch.py "tests/test_misuse.py::test_model_on_cuda_with_batches_on_cpu_suggests_trial_to" \
+    "tests/distributed/test_torchrun.py::test_two_processes_on_a_gpu_match_one_process_on_the_cpu" \
+    2>&1 | tee "$out/cuda_tests.log"
+
+step "overhead benchmark on the GPU"
+for workload in "--workload mlp" "--workload mlp --progress" "--workload cnn" "--workload mlp --control"; do
+    # shellcheck disable=SC2086
+    timeout 120 "$python" benchmarks/overhead.py --device cuda --pairs 21 $workload 2>&1 | tee -a "$out/benchmark.log"
+done
+
+step "mixed-precision example on the GPU"
+timeout 150 "$python" examples/mixed_precision.py --device cuda --epochs 4 --out "$out/mixed_precision" 2>&1 \
+    | tee "$out/mixed_precision.log"
+
+step "whole test suite"
+timeout "${SUITE_SECONDS:-180}" "$python" -m pytest -q -p no:cacheprovider -n 8 2>&1 | tail -40 | tee "$out/suite.log"
+
+step "done after $((SECONDS - started))s"
+grep -h "passed\|failed\|error" "$out/cuda_tests.log" | tail -3
+grep -h "median\|ratio\|workload=" "$out/benchmark.log"
