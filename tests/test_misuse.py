@@ -18,6 +18,7 @@ import torchbearer
 from torchbearer import Trial
 from torchbearer.callbacks import EarlyStopping, TerminateOnNaN
 from torchbearer.errors import (
+    BackwardError,
     BatchError,
     ConfigurationError,
     ConfigurationTypeError,
@@ -126,6 +127,25 @@ def test_criterion_returning_a_detached_loss_names_the_criterion():
 
     with pytest.raises(CriterionError, match=r"criterion detached_loss does not require grad.*cut the graph.*detach"):
         _trial(criterion=detached_loss).run(1)
+
+
+def test_a_loss_that_fails_to_back_propagate_describes_the_prediction_and_target():
+    class RejectsItsGradient(torch.autograd.Function):  # as torch 2.11's mse_loss does with a bool target
+        @staticmethod
+        def forward(ctx, value):
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx, gradient):
+            raise RuntimeError("Found dtype Bool but expected Float")
+
+    def strict_loss(y_pred, y_true):
+        return RejectsItsGradient.apply(nn.functional.cross_entropy(y_pred, y_true))
+
+    with pytest.raises(BackwardError, match=r"back-propagating the loss failed: Found dtype Bool.*prediction was "
+                       r"\(tensor of shape \(4, 3\).*target \(tensor.*int64.*y\.float\(\)") as raised:  # fmt: skip
+        _trial(criterion=strict_loss).run(1)
+    assert isinstance(raised.value, RuntimeError) and isinstance(raised.value.__cause__, RuntimeError)
 
 
 def test_frozen_model_loss_without_grad_points_at_the_parameters():

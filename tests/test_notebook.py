@@ -2,10 +2,10 @@
 
 import json
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
+nbformat = pytest.importorskip("nbformat")
+NotebookClient = pytest.importorskip("nbclient").NotebookClient
 pytest.importorskip("ipykernel")
 pytest.importorskip("ipywidgets")
 

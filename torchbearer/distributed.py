@@ -299,7 +299,7 @@ def _wrap_model(state: dict, settings: DistributedSettings) -> None:
     if not any(parameter.requires_grad for parameter in model.parameters()):
         return
     if settings.strategy == "fsdp":
-        _fully_shard(model, state[OPTIMIZER], settings)
+        _fully_shard(model, state[OPTIMIZER], settings, torch.device(state[DEVICE]).type)
         return
     device = torch.device(state[DEVICE])
     device_ids = [device.index] if device.type == "cuda" else None
@@ -327,12 +327,14 @@ class _DataParallel(DistributedDataParallel):
 
 
 # ----------------------------------------------------------------------------------- FSDP
-def _fully_shard(model: torch.nn.Module, optimizer: Any, settings: DistributedSettings) -> None:
+def _fully_shard(model: torch.nn.Module, optimizer: Any, settings: DistributedSettings, device_type: str) -> None:
     """Shard ``model`` in place with FSDP2 and point ``optimizer`` at the sharded parameters.
 
     Ranks first take rank zero's weights (``fully_shard`` does not broadcast). Optimizer state loaded
-    before sharding (a resumed run) is sharded too.
+    before sharding (a resumed run) is sharded too. The mesh is on the Trial's device type:
+    ``fully_shard``'s own default is the GPU whenever one is visible, even for a CPU model.
     """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -341,10 +343,13 @@ def _fully_shard(model: torch.nn.Module, optimizer: Any, settings: DistributedSe
     saved = None
     if getattr(optimizer, "state", None):  # e.g. loaded from a checkpoint before the first run
         saved = _renumbered(optimizer.state_dict(), dict(enumerate(_optimizer_names(optimizer, names))))
+    options = dict(settings.wrapper_kwargs)
+    if "mesh" not in options:
+        options["mesh"] = init_device_mesh(device_type, (dist.get_world_size(),))
     units = [module for module in model.modules() if module is not model and isinstance(module, settings.shard_modules)]
     for module in reversed(units):  # innermost first
-        fully_shard(module, **settings.wrapper_kwargs)
-    fully_shard(model, **settings.wrapper_kwargs)
+        fully_shard(module, **options)
+    fully_shard(model, **options)
     sharded = dict(model.named_parameters())
     for group in optimizer.param_groups:
         group["params"] = [sharded.get(names.get(id(parameter)), parameter) for parameter in group["params"]]

@@ -23,6 +23,10 @@ class ModelCallError(TorchbearerError, RuntimeError):
     """The model could not be called on the batch."""
 
 
+class BackwardError(TorchbearerError, RuntimeError):
+    """Back-propagating the loss failed (autograd's own error is the cause; prediction and target are described)."""
+
+
 class StateDictError(TorchbearerError, ValueError):
     """A state dict matches neither a Trial nor the model."""
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.optim.optimizer as _optimizer_module
 
+from torchbearer.calling import describe
+from torchbearer.errors import BackwardError
 from torchbearer.state import (
     ACCUMULATION_STEPS,
     AUTOCAST_DTYPE,
@@ -25,6 +27,8 @@ from torchbearer.state import (
     MODEL,
     OPTIMIZER,
     STEPS,
+    Y_PRED,
+    Y_TRUE,
 )
 
 PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "16": torch.float16}
@@ -85,7 +89,24 @@ def backward(state: dict, loss: torch.Tensor) -> None:
     scaler = state.get(GRAD_SCALER)
     if scaler is not None:
         loss = scaler.scale(loss)
-    loss.backward(**state[BACKWARD_ARGS])
+    try:
+        loss.backward(**state[BACKWARD_ARGS])
+    except RuntimeError as error:
+        raise _backward_error(state, error) from error
+
+
+def _backward_error(state: dict, error: RuntimeError) -> BackwardError:
+    """Autograd's error with the prediction and target described; some torch versions reject a target only here."""
+    hint = ""
+    if "dtype" in str(error):
+        hint = (
+            " A dtype mismatch here usually comes from the target: convert it in the data or the criterion "
+            "(y.float() for a regression loss, y.long() for class indices)"
+        )
+    return BackwardError(
+        f"back-propagating the loss failed: {str(error).rstrip('.')}. The prediction was "
+        f"({describe(state.get(Y_PRED))}) and the target ({describe(state.get(Y_TRUE))}).{hint}"
+    )
 
 
 def unscale_gradients(state: dict) -> None:

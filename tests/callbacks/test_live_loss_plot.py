@@ -3,12 +3,14 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from livelossplot.outputs import ExtremaPrinter, MatplotlibPlot
 from PIL import Image
 
 import torchbearer
 from torchbearer.callbacks.decorators import on_end_epoch, on_step_training
 from torchbearer.callbacks.live_loss_plot import LiveLossPlot
+
+livelossplot_outputs = pytest.importorskip("livelossplot.outputs")
+ExtremaPrinter, MatplotlibPlot = livelossplot_outputs.ExtremaPrinter, livelossplot_outputs.MatplotlibPlot
 
 
 def _assert_png_drawn(path):

@@ -1,12 +1,13 @@
 import sys
 
 import matplotlib.pyplot as plt
-import pycm
 import pytest
 import torch
 
 import torchbearer
 from torchbearer.callbacks.pycm import PyCM
+
+pycm = pytest.importorskip("pycm")
 
 CM = torchbearer.state_key("pycm_test_matrix")
 
