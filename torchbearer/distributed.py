@@ -49,6 +49,7 @@ from torchbearer.state import (
     HISTORY,
     MODEL,
     OPTIMIZER,
+    STOP_TRAINING,
     TEST_GENERATOR,
     TEST_STEPS,
     TRAIN_GENERATOR,
@@ -193,6 +194,32 @@ def configure(
 def settings_of(state: Mapping) -> DistributedSettings | None:
     """The Trial's distributed settings in ``state``, if any."""
     return state.get(DISTRIBUTED) if hasattr(state, "get") else None
+
+
+def stop_agreement(state: Mapping) -> Callable[[dict], bool] | None:
+    """For a distributed Trial, a check that stops every rank's training pass when any rank sets ``STOP_TRAINING``.
+
+    A rank leaving the training loop alone would leave the others waiting in their next gradient
+    all-reduce until the timeout. The check all-reduces the flag, a CPU value on the CPU group, so it
+    never waits for the device. ``None`` in a single process, where the loop reads the flag itself.
+    """
+    settings = settings_of(state)
+    if settings is None or not settings.active:
+        return None
+    return functools.partial(_agree_to_stop, group=settings.cpu_group)
+
+
+def agree_to_stop(state: dict) -> bool:
+    """Whether any rank set ``STOP_TRAINING`` (each rank's flag is then set); one process reads its own flag."""
+    agreement = stop_agreement(state)
+    return bool(state[STOP_TRAINING]) if agreement is None else agreement(state)
+
+
+def _agree_to_stop(state: dict, group: Any) -> bool:
+    flag = torch.tensor([1 if state[STOP_TRAINING] else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+    state[STOP_TRAINING] = bool(flag.item())
+    return state[STOP_TRAINING]
 
 
 def _wanted_world_size(settings: DistributedSettings) -> int:

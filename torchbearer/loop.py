@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from torchbearer.calling import call_criterion, call_model
+from torchbearer.distributed import stop_agreement
 from torchbearer.metric_values import LazyMetrics, end_of_pass
 from torchbearer.precision import autocast, training_step
 from torchbearer.state import (
@@ -53,6 +54,7 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
     state[METRICS] = LazyMetrics()
     callbacks.on_start_training(state)
     step = training_step(state)
+    agree_to_stop = stop_agreement(state)  # under torchrun: every rank stops when one does; else None
     for batch in batch_indices(state[STEPS], first_batch):
         state[BATCH] = batch
         state[SAMPLER](state)
@@ -60,7 +62,7 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         step(state, closure)  # zero_grad → forward → criterion → backward, then the optimizer step
         state[METRICS] = LazyMetrics(metric_list.process(detached))
         callbacks.on_step_training(state)
-        if state[STOP_TRAINING]:
+        if state[STOP_TRAINING] if agree_to_stop is None else agree_to_stop(state):
             break
     final = metric_list.process_final(detached)
     state[METRICS] = end_of_pass(state[METRICS], final)

@@ -570,7 +570,7 @@ class Trial:
         self._training_pass_active = True
         train_pass(state, self.closure, first_batch)
         self._training_pass_active = False
-        if state[STOP_TRAINING]:
+        if distributed.agree_to_stop(state):
             return True
         final_metrics = state[METRICS]
         if self._has(VALIDATION_DATA):
@@ -586,7 +586,7 @@ class Trial:
         history.append({**state[METRICS], "train_steps": self.state[TRAIN_STEPS],
                         "validation_steps": self.state[VALIDATION_STEPS]})  # fmt: skip
         callbacks.on_checkpoint(state)
-        return bool(state[STOP_TRAINING])
+        return distributed.agree_to_stop(state)
 
     @inject_printer(validation_label_letter="e")
     @inject_sampler(VALIDATION_DATA, load_batch_standard)

@@ -158,6 +158,16 @@ def test_a_rank_that_raises_ends_the_whole_job_promptly_with_an_error(tmp_path):
     assert time.monotonic() - started < 60
 
 
+def test_a_stop_set_on_one_rank_stops_every_rank_at_the_same_batch(tmp_path):
+    started = time.monotonic()
+    _check(torchrun(2, ["--out", str(tmp_path), "--batch-size", "4", "--stop-rank", "1"]))
+    results = _results(tmp_path)
+    assert [result["main"]["last_trained"] for result in results] == [[1, 1], [1, 1]]
+    assert [len(result["main"]["history"]) for result in results] == [1, 1]  # epoch 1 stopped in training
+    # Without agreeing, rank 0 would wait in its next gradient all-reduce for the 120 s timeout.
+    assert time.monotonic() - started < 60
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_two_processes_on_a_gpu_match_one_process_on_the_cpu(reference, tmp_path):
     # NCCL refuses two ranks on one GPU, so gloo carries the CUDA tensors; with a GPU per rank the default is nccl.

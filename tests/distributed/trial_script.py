@@ -75,6 +75,19 @@ class FailAt(torchbearer.Callback):
             raise RuntimeError(f"deliberate failure on rank {self.rank}")
 
 
+class StopAt(torchbearer.Callback):
+    """Set ``STOP_TRAINING`` on one rank only, at a given training batch; record each rank's last batch."""
+
+    def __init__(self, rank: int, epoch: int, batch: int) -> None:
+        self.rank, self.epoch, self.batch = rank, epoch, batch
+        self.last_trained: list[int] = []
+
+    def on_step_training(self, state: dict) -> None:
+        self.last_trained = [state[torchbearer.EPOCH], state[torchbearer.BATCH]]
+        if torchbearer.distributed.get_rank() == self.rank and self.last_trained == [self.epoch, self.batch]:
+            state[torchbearer.STOP_TRAINING] = True
+
+
 class CountAllReduces(torchbearer.Callback):
     """Count DDP's gradient all-reduces with a communication hook (accumulation must skip all but the last)."""
 
@@ -101,6 +114,9 @@ def main_trial(args: argparse.Namespace) -> dict:
         callbacks.append(ConsolePrinter())
     if args.fail_rank >= 0:
         callbacks.append(FailAt(args.fail_rank, epoch=1))
+    stop = StopAt(args.stop_rank, epoch=1, batch=1)
+    if args.stop_rank >= 0:
+        callbacks.append(stop)
     trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=metrics(), callbacks=callbacks, verbose=0)
     trial.to(args.device).with_distributed(strategy=args.strategy, timeout=120, backend=args.backend)
     trial.with_generators(
@@ -135,6 +151,7 @@ def main_trial(args: argparse.Namespace) -> dict:
         # rank zero's (under FSDP only rank zero gathers the full optimizer state)
         "reloaded_optimizer_equal": _same(reloaded_optimizer, state_dict[torchbearer.OPTIMIZER]) or not rank_zero,
         "rng_ranks": len(state_dict.get(torchbearer.distributed.PER_RANK_KEY, [])),
+        "last_trained": stop.last_trained,
     }
 
 
@@ -197,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--sharded-copy", default="")
     parser.add_argument("--fail-rank", type=int, default=-1)
+    parser.add_argument("--stop-rank", type=int, default=-1, help="this rank alone stops at epoch 1, batch 1")
     parser.add_argument("--console", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default=None, help="process group backend (default: the Trial's choice)")
