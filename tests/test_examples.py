@@ -103,6 +103,7 @@ def test_quickstart_trains_and_writes_checkpoint_log_and_plot(runs):
 
 
 def test_gan_reports_both_losses_and_draws_samples(runs):
+    pytest.importorskip("torchvision")
     run = finished(runs, "gan")
     assert run.number("epochs:") == 3
     assert math.isfinite(run.number("g_loss=")) and run.number("g_loss=") > 0
@@ -112,6 +113,7 @@ def test_gan_reports_both_losses_and_draws_samples(runs):
 
 
 def test_vae_reports_kl_from_its_state_key_and_draws_reconstructions(runs):
+    pytest.importorskip("torchvision")
     run = finished(runs, "vae")
     assert run.number("val_loss=") > 0
     assert run.number("kl=") >= 0 and run.number("val_kl=") >= 0
@@ -135,6 +137,7 @@ def test_function_optimisation_shows_amsgrad_beating_adam(runs):
 
 
 def test_adversarial_accuracy_falls_as_epsilon_grows(runs):
+    pytest.importorskip("torchvision")
     run = finished(runs, "adversarial")
     assert run.number("epsilon=0.30 val_acc=") < run.number("epsilon=0.00 val_acc=")
     assert_png(run.out / "accuracy_vs_epsilon.png")
@@ -178,6 +181,7 @@ def test_history_replay_prints_the_table_and_replays_into_a_csv(runs):
 
 
 def test_tensorboard_logging_writes_event_files_that_read_back(runs):
+    pytest.importorskip("torchvision")
     run = finished(runs, "tensorboard_logging")
     assert list(run.out.rglob("events.out.tfevents.*"))
     assert "'epoch/val_acc'" in run.stdout
@@ -185,6 +189,7 @@ def test_tensorboard_logging_writes_event_files_that_read_back(runs):
 
 
 def test_transfer_learning_trains_only_the_new_head(runs):
+    pytest.importorskip("torchvision")
     run = finished(runs, "transfer_learning")
     assert "training 5,130 of 11,181,642 parameters" in run.stdout
     assert 0 <= run.number("val_acc=") <= 1

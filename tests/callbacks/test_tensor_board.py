@@ -224,6 +224,7 @@ def test_table_formatter_makes_one_row_per_metric():
 
 
 def test_images_grid_of_num_images_is_written_each_epoch(tmp_path):
+    pytest.importorskip("torchvision")
     callback = TensorBoardImages(str(tmp_path), name="Inputs", key=torchbearer.X, num_images=8, nrow=4)
     _trial([callback], images=True).run(2)
 
@@ -233,6 +234,7 @@ def test_images_grid_of_num_images_is_written_each_epoch(tmp_path):
 
 
 def test_images_written_once_when_write_each_epoch_is_false(tmp_path):
+    pytest.importorskip("torchvision")
     callback = TensorBoardImages(str(tmp_path), key=torchbearer.X, num_images=4, write_each_epoch=False)
     _trial([callback], images=True).run(2)
 
@@ -240,6 +242,7 @@ def test_images_written_once_when_write_each_epoch_is_false(tmp_path):
 
 
 def test_images_from_a_validation_pass_shorter_than_num_images_are_written(tmp_path):
+    pytest.importorskip("torchvision")
     callback = TensorBoardImages(str(tmp_path), key=torchbearer.X, num_images=100, nrow=10, padding=0)
     _trial([callback], images=True).run(1)
 

@@ -150,6 +150,7 @@ def test_cache_emits_the_first_images_of_each_pass_once():
 
 
 def test_cache_then_make_grid_gives_one_grid_per_pass():
+    pytest.importorskip("torchvision")
     grids = []
     callback = FromState(torchbearer.X).on_val().cache(4).make_grid(nrow=2, padding=1, pad_value=1)
     callback.with_handler(lambda image, i, s: grids.append(image))
@@ -163,6 +164,7 @@ def test_cache_then_make_grid_gives_one_grid_per_pass():
 
 
 def test_make_grid_norm_range_is_the_value_range_used_to_normalise():
+    pytest.importorskip("torchvision")
     callback = FromState(torchbearer.X).on_train().make_grid(normalize=True, norm_range=(0, 2), padding=0)
     callback.to_state(KEY)
     state = _step_state(0, torch.ones(1, 3, 2, 2))
@@ -173,6 +175,7 @@ def test_make_grid_norm_range_is_the_value_range_used_to_normalise():
 
 
 def test_make_grid_callback_grids_the_cached_images(tmp_path):
+    pytest.importorskip("torchvision")
     callback = MakeGrid(torchbearer.X, num_images=4, nrow=2).on_val().to_file(str(tmp_path / "grid_{epoch}.png"))
 
     _trial([callback]).run(2)
@@ -252,6 +255,7 @@ def test_decorator_wraps_on_batch():
 
 
 def test_to_tensorboard_writes_an_image_event_per_epoch(tmp_path):
+    pytest.importorskip("torchvision")
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator",
         reason="reading the event files back needs the tensorboard package",
