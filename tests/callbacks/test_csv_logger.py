@@ -106,15 +106,38 @@ def test_each_row_is_on_disk_before_the_run_ends(tmp_path):
     logger.on_end({})
 
 
-def test_second_run_without_append_starts_a_new_file_with_a_header(classification_data, tmp_path):
+def test_a_new_logger_without_append_starts_a_new_file(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\n7,0.1\n")
+    _trial(classification_data, [CSVLogger(str(path))]).run(1)
+
+    assert [row[0] for row in _read(path)] == ["epoch", "0"]
+
+
+def test_training_on_and_evaluating_add_to_the_same_log(classification_data, tmp_path):
     path = tmp_path / "log.csv"
     trial = _trial(classification_data, [CSVLogger(str(path))])
     trial.run(1)
-    trial.run(2)
+    trial.run(3)
+    evaluated = trial.evaluate()
 
     rows = _read(path)
-    assert rows[0][0] == "epoch"
-    assert [row[0] for row in rows[1:]] == ["1"]
+    assert [row[0] for row in rows] == ["epoch", "0", "1", "2", "0"]  # evaluate reports epoch 0, as in 0.5
+    assert float(rows[-1][rows[0].index("val_acc")]) == pytest.approx(evaluated["val_acc"])
+
+
+def test_a_resumed_trial_cuts_the_log_back_to_its_checkpoint_and_goes_on(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    trial = _trial(classification_data, [CSVLogger(str(path))])
+    trial.run(2)
+    checkpoint = trial.state_dict()
+    trial.run(4)  # epochs 2 and 3 are logged, then the process "dies"
+
+    resumed = _trial(classification_data, [CSVLogger(str(path))])
+    resumed.load_state_dict(checkpoint)
+    resumed.run(3)
+
+    assert [row[0] for row in _read(path)] == ["epoch", "0", "1", "2"]
 
 
 def test_append_adds_rows_under_the_existing_header(classification_data, tmp_path):

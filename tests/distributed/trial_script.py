@@ -125,7 +125,7 @@ def main_trial(args: argparse.Namespace) -> dict:
         DataLoader(TensorDataset(data("test", TEST_SIZE).tensors[0]), batch_size=3),
     )
     history = trial.run(args.epochs)
-    csv_rows = _lines(os.path.join(args.out, "log.csv"))  # evaluate() below starts a new log
+    csv_rows = _lines(os.path.join(args.out, "log.csv"))  # read before evaluate() adds its row
     evaluated = trial.evaluate()
     predictions = trial.predict()
     state_dict = trial.state_dict()

@@ -12,12 +12,21 @@ from torchbearer.bases import Callback
 from torchbearer.distributed import is_rank_zero
 
 
-def _read_header(filename: str, separator: str) -> list[str]:
-    """Return the first row of ``filename`` (its header), or ``[]`` when the file is missing or empty."""
-    if not os.path.isfile(filename) or os.path.getsize(filename) == 0:
+def _read_rows(filename: str, separator: str) -> list[list[str]]:
+    """Return every row of ``filename``, or ``[]`` when the file is missing."""
+    if not os.path.isfile(filename):
         return []
     with open(filename, newline="") as file:
-        return next(csv.reader(file, delimiter=separator), [])
+        return list(csv.reader(file, delimiter=separator))
+
+
+def _write_rows_atomically(filename: str, separator: str, rows: list[list[str]]) -> None:
+    """Replace ``filename`` with ``rows`` (a temporary file moved into place: never half written)."""
+    directory = os.path.dirname(os.path.abspath(filename))
+    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".csv.tmp")
+    with os.fdopen(handle, "w", newline="") as file:
+        csv.writer(file, delimiter=separator).writerows(rows)
+    os.replace(temporary, filename)
 
 
 class CSVLogger(Callback):
@@ -28,13 +37,18 @@ class CSVLogger(Callback):
     of the first epoch row, after the per-batch rows) the header is extended and earlier rows are padded with
     empty cells, by rewriting the file once (atomically).
 
+    One logger keeps one log: a later ``run`` (training on), ``evaluate`` or ``predict`` of the same trial adds
+    to the file instead of truncating it. A trial resumed from a checkpoint cuts the file back to the rows it
+    held when the checkpoint was taken and goes on from there, so the log reads as if the run never stopped.
+
     Args:
         filename: Path of the CSV file; missing parent directories are created.
         separator: The one-character field delimiter.
         batch_granularity: If True, also write a row (``epoch``, ``batch`` and the running metrics) after every
             training step. Reading the batch metrics moves them to the host: one sync per training step.
         write_header: If True, the first line of the file names the columns.
-        append: If True, add to an existing file (keeping its header and columns) instead of truncating it.
+        append: If True, add to an existing file (keeping its header and columns) instead of starting a new
+            one when this logger first starts.
 
     Raises:
         ValueError: If ``separator`` is not a single character.
@@ -62,6 +76,16 @@ class CSVLogger(Callback):
         self._file: TextIO | None = None
         self._columns: list[str] = []
         self._header_in_file = False
+        self._rows_in_file = 0  # data rows, header excluded
+        self._started = False
+        self._resume_rows: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"rows_in_file": self._rows_in_file}
+
+    def load_state_dict(self, state_dict: dict) -> CSVLogger:
+        self._resume_rows = int(state_dict.get("rows_in_file", 0))
+        return self
 
     def on_start(self, state: dict) -> None:
         if not is_rank_zero():  # in a distributed run only rank zero writes the file
@@ -69,10 +93,30 @@ class CSVLogger(Callback):
         directory = os.path.dirname(self.filename)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        existing_header = _read_header(self.filename, self.separator) if self.append and self.write_header else []
-        self._columns = list(existing_header)
-        self._header_in_file = bool(existing_header)
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        mode = "a"  # a later run, evaluate or predict of the same trial continues the log
+        if self._resume_rows is not None:
+            self._cut_back_to(self._resume_rows)
+            self._resume_rows = None
+        elif not self._started:
+            self._take_over(_read_rows(self.filename, self.separator) if self.append else [])
+            mode = "a" if self.append else "w"
+        self._started = True
+        self._file = open(self.filename, mode, newline="")
+
+    def _take_over(self, rows: list[list[str]]) -> None:
+        """Continue after ``rows``, the file's content (its first row is the header if headers are written)."""
+        header = rows[0] if rows and self.write_header else []
+        self._columns = list(header)
+        self._header_in_file = bool(header)
+        self._rows_in_file = len(rows) - len(rows[:1] if header else [])
+
+    def _cut_back_to(self, data_rows: int) -> None:
+        """Drop the rows written after the checkpoint being resumed (a killed run may have logged more)."""
+        rows = _read_rows(self.filename, self.separator)
+        kept = rows[: data_rows + (1 if rows and self.write_header else 0)]
+        if len(kept) < len(rows):
+            _write_rows_atomically(self.filename, self.separator, kept)
+        self._take_over(kept)
 
     def on_step_training(self, state: dict) -> None:
         if self.batch_granularity:
@@ -100,18 +144,14 @@ class CSVLogger(Callback):
             writer.writeheader()
             self._header_in_file = True
         writer.writerow(row)
+        self._rows_in_file += 1
         self._file.flush()
 
     def _rewrite_with_header(self) -> None:
         """Replace the file's header with the current columns and pad every earlier row to their number."""
         self._file.close()
-        with open(self.filename, newline="") as file:
-            rows = list(csv.reader(file, delimiter=self.separator))
+        rows = _read_rows(self.filename, self.separator)
         width = len(self._columns)
         padded = [row + [""] * (width - len(row)) for row in rows[1:]]
-        directory = os.path.dirname(os.path.abspath(self.filename))
-        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".csv.tmp")
-        with os.fdopen(handle, "w", newline="") as file:
-            csv.writer(file, delimiter=self.separator).writerows([self._columns, *padded])
-        os.replace(temporary, self.filename)
+        _write_rows_atomically(self.filename, self.separator, [self._columns, *padded])
         self._file = open(self.filename, "a", newline="")
