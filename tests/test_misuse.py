@@ -148,6 +148,24 @@ def test_a_loss_that_fails_to_back_propagate_describes_the_prediction_and_target
     assert isinstance(raised.value, RuntimeError) and isinstance(raised.value.__cause__, RuntimeError)
 
 
+def test_a_specific_error_raised_in_backward_keeps_its_type():
+    class OutOfMemory(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, value):
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx, gradient):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def loss(y_pred, y_true):
+        return OutOfMemory.apply(nn.functional.cross_entropy(y_pred, y_true))
+
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="out of memory") as raised:
+        _trial(criterion=loss).run(1)
+    assert not isinstance(raised.value, TorchbearerError)
+
+
 def test_frozen_model_loss_without_grad_points_at_the_parameters():
     model = nn.Linear(4, 3).requires_grad_(False)
     trial = Trial(model, None, nn.CrossEntropyLoss(), verbose=0)

@@ -82,7 +82,13 @@ def steps_optimizer(state: dict) -> bool:
 
 
 def backward(state: dict, loss: torch.Tensor) -> None:
-    """``loss.backward()``, divided over the accumulation group and scaled for fp16."""
+    """``loss.backward()``, divided over the accumulation group and scaled for fp16.
+
+    Raises:
+        BackwardError: autograd raised a plain ``RuntimeError`` (e.g. a target dtype the loss cannot
+            differentiate); the message adds the prediction and target. Specific errors such as
+            ``torch.cuda.OutOfMemoryError`` pass through unchanged.
+    """
     group = state.get(ACCUMULATION_STEPS) or 1
     if group > 1:
         loss = loss / group
@@ -92,6 +98,8 @@ def backward(state: dict, loss: torch.Tensor) -> None:
     try:
         loss.backward(**state[BACKWARD_ARGS])
     except RuntimeError as error:
+        if type(error) is not RuntimeError:  # out-of-memory and other specific errors keep their own type
+            raise
         raise _backward_error(state, error) from error
 
 
