@@ -62,7 +62,8 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         step(state, closure)  # zero_grad → forward → criterion → backward, then the optimizer step
         state[METRICS] = LazyMetrics(metric_list.process(detached))
         callbacks.on_step_training(state)
-        if state[STOP_TRAINING] if agree_to_stop is None else agree_to_stop(state):
+        stop = state[STOP_TRAINING] if agree_to_stop is None else agree_to_stop(state)
+        if stop:
             break
     final = metric_list.process_final(detached)
     state[METRICS] = end_of_pass(state[METRICS], final)
