@@ -65,6 +65,10 @@ def torchrun_nodes(nodes: int, script_args: Sequence[str], timeout: float = LAUN
     finally:
         for process in launchers:
             if process.poll() is None:
-                process.kill()
-                process.wait()
+                process.terminate()  # on SIGTERM torchrun's agent ends its workers too (SIGKILL would orphan them)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     return results
