@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trial_script.py")
-LAUNCH_TIMEOUT = 180  # seconds; a healthy launch takes 10 to 25 on two busy cores
+LAUNCH_TIMEOUT = 120  # seconds per try; a healthy launch takes 10 to 25 on two busy cores
 
 
 def free_port() -> int:
@@ -32,36 +32,28 @@ def torchrun_command(launcher_args: Sequence[str], script_args: Sequence[str]) -
     return [sys.executable, "-m", "torch.distributed.run", *launcher_args, SCRIPT, *script_args]
 
 
-def torchrun(nproc: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run the script on ``nproc`` local processes and wait for the job to end."""
-    launcher = [f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
-    return subprocess.run(
-        torchrun_command(launcher, script_args), env=_environment(), capture_output=True, text=True, timeout=timeout
-    )
+ABORTED = "Signal 6 (SIGABRT)"
+"""In torchrun's report of a worker that died inside PyTorch's C++ runtime ("terminate called without an
+active exception"). About one launch in thirty does so on the 2-core VM, not because of the library; a
+launch like that, or one that hangs, is run once more. Any other failure, or the same one twice, stands."""
 
 
-def torchrun_nodes(nodes: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT) -> list[tuple[int, str]]:
-    """Run the script as ``nodes`` one-process torchrun "nodes" meeting at a c10d rendezvous on this machine.
+def _run_launchers(commands: list[list[str]], timeout: float) -> list[tuple[int, str, str]]:
+    """Start every launcher at once and wait for all; each one's exit code, stdout and stderr.
 
-    Returns:
-        Each node's exit code and output.
+    Raises:
+        subprocess.TimeoutExpired: the launchers had not all finished after ``timeout`` seconds (they and
+            their workers are ended first).
     """
-    endpoint = f"127.0.0.1:{free_port()}"
-    launchers = []
-    for node_rank in range(nodes):
-        launcher = [
-            f"--nnodes={nodes}", "--nproc-per-node=1", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={endpoint}", "--rdzv-id=torchbearer-test",
-        ]  # fmt: skip
-        command = torchrun_command(launcher, script_args)
-        launchers.append(
-            subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        )
+    launchers = [
+        subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
     results = []
     try:
         for process in launchers:
-            output, _ = process.communicate(timeout=timeout)
-            results.append((process.returncode, output))
+            stdout, stderr = process.communicate(timeout=timeout)
+            results.append((process.returncode, stdout, stderr))
     finally:
         for process in launchers:
             if process.poll() is None:
@@ -72,3 +64,48 @@ def torchrun_nodes(nodes: int, script_args: Sequence[str], timeout: float = LAUN
                     process.kill()
                     process.wait()
     return results
+
+
+def _launch_twice_if_flaky(make_commands, timeout: float) -> list[tuple[int, str, str]]:
+    """Run the launchers from ``make_commands()``; once more if the first try hung or a worker aborted."""
+    try:
+        results = _run_launchers(make_commands(), timeout)
+    except subprocess.TimeoutExpired:
+        return _run_launchers(make_commands(), timeout)
+    if any(code != 0 and ABORTED in stdout + stderr for code, stdout, stderr in results):
+        return _run_launchers(make_commands(), timeout)
+    return results
+
+
+def torchrun(nproc: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run the script on ``nproc`` local processes and wait for the job to end (see :data:`ABORTED`)."""
+
+    def commands() -> list[list[str]]:
+        launcher = [f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+        return [torchrun_command(launcher, script_args)]
+
+    ((code, stdout, stderr),) = _launch_twice_if_flaky(commands, timeout)
+    return subprocess.CompletedProcess(["torchrun", *script_args], code, stdout, stderr)
+
+
+def torchrun_nodes(nodes: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT) -> list[tuple[int, str]]:
+    """Run the script as ``nodes`` one-process torchrun "nodes" meeting at a c10d rendezvous on this machine.
+
+    Returns:
+        Each node's exit code and output (see :data:`ABORTED`).
+    """
+
+    def commands() -> list[list[str]]:
+        endpoint = f"127.0.0.1:{free_port()}"
+        return [
+            torchrun_command(
+                [
+                    f"--nnodes={nodes}", "--nproc-per-node=1", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={endpoint}", "--rdzv-id=torchbearer-test",
+                ],
+                script_args,
+            )
+            for node_rank in range(nodes)
+        ]  # fmt: skip
+
+    return [(code, stdout + stderr) for code, stdout, stderr in _launch_twice_if_flaky(commands, timeout)]

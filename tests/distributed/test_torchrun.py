@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
@@ -137,24 +136,8 @@ def test_user_wrapped_model_is_kept_and_with_distributed_false_turns_the_automat
         assert opt_out["off_val_acc"] == reference[0]["opt_out"]["off_val_acc"]  # all 13 samples on each rank
 
 
-def _two_nodes(arguments: list) -> list:
-    """Launch two one-process torchrun "nodes"; once more if the first launch hung or a worker aborted.
-
-    About one launch in thirty on the 2-core VM, with two separate launchers on one machine, a worker
-    dies inside PyTorch's C++ runtime ("terminate called without an active exception", SIGABRT) or the
-    pair never finishes. Any other failure, or the same one twice, fails the test.
-    """
-    try:
-        finished = torchrun_nodes(2, arguments, timeout=90)  # a healthy launch takes 10 to 25 s
-    except subprocess.TimeoutExpired:
-        return torchrun_nodes(2, arguments, timeout=90)
-    if any(returncode != 0 and "Signal 6 (SIGABRT)" in output for returncode, output in finished):
-        return torchrun_nodes(2, arguments, timeout=90)
-    return finished
-
-
 def test_two_torchrun_nodes_meeting_at_a_c10d_rendezvous_train_together(reference, tmp_path):
-    finished = _two_nodes(["--out", str(tmp_path), "--batch-size", "4"])
+    finished = torchrun_nodes(2, ["--out", str(tmp_path), "--batch-size", "4"])
     for returncode, output in finished:
         assert returncode == 0, output[-3000:]
     assert [result["world_size"] for result in _results(tmp_path)] == [2, 2]
