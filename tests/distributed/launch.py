@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trial_script.py")
@@ -71,8 +72,12 @@ def _launch_twice_if_flaky(make_commands, timeout: float) -> list[tuple[int, str
     try:
         results = _run_launchers(make_commands(), timeout)
     except subprocess.TimeoutExpired:
+        warnings.warn(f"a torchrun launch hung for {timeout} s; it runs once more", stacklevel=3)
         return _run_launchers(make_commands(), timeout)
-    if any(code != 0 and ABORTED in stdout + stderr for code, stdout, stderr in results):
+    aborted = [stdout + stderr for code, stdout, stderr in results if code != 0 and ABORTED in stdout + stderr]
+    if aborted:  # the warning keeps the first try's output (faulthandler's stacks) for whoever looks into it
+        tail = aborted[0][-4000:]
+        warnings.warn(f"a torchrun worker aborted; the launch runs once more. Its output ends:\n{tail}", stacklevel=3)
         return _run_launchers(make_commands(), timeout)
     return results
 

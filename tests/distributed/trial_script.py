@@ -11,6 +11,7 @@ process itself, as the reference) and on 2 processes, and compare what each run 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -229,5 +230,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a worker that aborts inside PyTorch prints every thread's Python stack first
     torch.set_num_threads(1)
     main(sys.argv[1:])
