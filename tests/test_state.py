@@ -53,6 +53,27 @@ def test_state_warns_on_plain_string_access_but_still_works():
         assert state[torchbearer.MODEL] == 1
 
 
+def test_state_update_warns_for_string_keys_at_the_callers_line():
+    state = State()
+    with pytest.warns(UserWarning, match="State was accessed with a string: lr") as caught:
+        state.update({"lr": 0.1, torchbearer.EPOCH: 3})
+    assert [warning.filename for warning in caught] == [__file__]
+    with pytest.warns(UserWarning, match="State was accessed with a string: momentum"):
+        state.update(momentum=0.9)
+    assert state == {"lr": 0.1, "epoch": 3, "momentum": 0.9}
+
+
+def test_state_update_from_another_state_copies_without_warning():
+    source = State()
+    source[torchbearer.MODEL], source[torchbearer.EPOCH] = "model", 2
+    target = State()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        target.update(source)
+        target.update([(torchbearer.BATCH, 1)])
+    assert target == {"model": "model", "epoch": 2, "t": 1}
+
+
 def test_state_data_detaches_tensors():
     state = State()
     weight = torch.ones(2, requires_grad=True)

@@ -270,6 +270,15 @@ def test_model_none_warns_and_runs():
         assert len(trial.run(1)) == 1
 
 
+@pytest.mark.parametrize("call", ["run", "evaluate", "predict"])
+def test_model_none_warning_points_at_the_callers_line(call):
+    trial = Trial(None, verbose=0).for_steps(1, 1, 1)
+    with pytest.warns(UserWarning, match="The Model is None or not callable") as caught:
+        getattr(trial, call)()
+    model_warnings = [warning for warning in caught if "The Model is None" in str(warning.message)]
+    assert [warning.filename for warning in model_warnings] == [__file__]
+
+
 def test_steps_larger_than_loader_cycle_through_it():
     dataset = torch.utils.data.TensorDataset(torch.arange(5.0).unsqueeze(1), torch.zeros(5, 1))
     seen = []

@@ -230,15 +230,16 @@ def base_closure(x, model, y_pred, y_true, crit, loss, opt) -> Callable[[dict], 
     from torchbearer.calling import call_criterion, call_model
 
     def closure(state: dict) -> Any:
+        callbacks = state[_keys.CALLBACK_LIST]
         if precision.starts_accumulation(state):
             state[opt].zero_grad()
         with precision.autocast(state):
             state[y_pred] = call_model(state, state[model], state[x])
-            state[_keys.CALLBACK_LIST].on_forward(state)
+            callbacks.on_forward(state)
             state[loss] = call_criterion(state, state[crit], state[y_pred], state[y_true])
-            state[_keys.CALLBACK_LIST].on_criterion(state)
+            callbacks.on_criterion(state)
         precision.backward(state, state[loss])
-        state[_keys.CALLBACK_LIST].on_backward(state)
+        callbacks.on_backward(state)
         return state[loss]
 
     return closure

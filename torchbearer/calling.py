@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -146,7 +147,7 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
     Raises:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
-    args = list(x) if isinstance(x, (list, tuple)) else [x]
+    args = x if isinstance(x, (list, tuple)) else (x,)
     known = _PASS_STATE.get(id(model))
     takes_state = known[1] if known is not None and known[0]() is model else None
     if takes_state is None:
@@ -160,7 +161,7 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         raise _explain_model_error(error, model, x) from error
 
 
-def _call_model_and_learn(state: dict, model: Any, args: list, x: Any) -> Any:
+def _call_model_and_learn(state: dict, model: Any, args: Sequence, x: Any) -> Any:
     """0.5's rule for opaque callables: try with state, retry without, remember what worked."""
     try:
         output = model(*args, state=state)
@@ -311,8 +312,8 @@ _GENERIC_TARGET_HINT = (
 
 
 def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
-    predictions = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
-    targets = list(y_true) if isinstance(y_true, (list, tuple)) else [y_true]
+    predictions = y_pred if isinstance(y_pred, (list, tuple)) else (y_pred,)
+    targets = y_true if isinstance(y_true, (list, tuple)) else (y_true,)
     try:
         return criterion(*predictions, *targets)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:

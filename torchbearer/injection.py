@@ -105,10 +105,21 @@ def get_printer(verbose: int, validation_label_letter: str) -> Callback:
     return Callback()
 
 
-def _bound_arguments(func, self, args, kwargs) -> dict:
-    bound = inspect.signature(func).bind(self, *args, **kwargs)
-    bound.apply_defaults()
-    return bound.arguments
+def _argument_reader(func, name: str):
+    """A function ``(args, kwargs) -> value`` of ``func``'s argument ``name`` in a call ``func(self, *args, **kwargs)``.
+
+    The signature is read once, here, rather than bound on every call.
+    """
+    parameters = list(inspect.signature(func).parameters.values())
+    position = [parameter.name for parameter in parameters].index(name) - 1  # args come after self
+    default = parameters[position + 1].default
+
+    def read(args: tuple, kwargs: dict) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        return args[position] if position < len(args) else default
+
+    return read
 
 
 def inject_printer(validation_label_letter: str = "v"):
@@ -118,13 +129,17 @@ def inject_printer(validation_label_letter: str = "v"):
     """
 
     def decorator(func):
+        verbose_of = _argument_reader(func, "verbose")
+
         @functools.wraps(func)
         def wrapper(self: Any, *args, **kwargs):
             distributed.prepare(self)
-            verbose = _bound_arguments(func, self, args, kwargs)["verbose"]
-            verbose = self.verbose if verbose == -1 else verbose
+            verbose = verbose_of(args, kwargs)
+            printer = get_printer(self.verbose if verbose == -1 else verbose, validation_label_letter)
+            if type(printer) is Callback:  # a silent call: the user's callbacks as they are
+                return func(self, *args, **kwargs)
             user_list = self.state[CALLBACK_LIST]
-            self.state[CALLBACK_LIST] = CallbackListInjection(get_printer(verbose, validation_label_letter), user_list)
+            self.state[CALLBACK_LIST] = CallbackListInjection(printer, user_list)
             try:
                 return func(self, *args, **kwargs)
             finally:
@@ -161,9 +176,11 @@ def inject_sampler(data_key, batch_sampler):
     """Decorator for Trial methods with a ``data_key`` argument: set up that pass before the call."""
 
     def decorator(func):
+        data_key_of = _argument_reader(func, "data_key")
+
         @functools.wraps(func)
         def wrapper(self: Any, *args, **kwargs):
-            chosen = _bound_arguments(func, self, args, kwargs).get("data_key") or data_key
+            chosen = data_key_of(args, kwargs) or data_key
             self._prepare_pass(self.state, chosen, batch_sampler)  # the call's state copies it from here
             return func(self, *args, **kwargs)
 

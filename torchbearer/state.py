@@ -90,17 +90,21 @@ def state_key(key: str) -> StateKey:
     return StateKey(key)
 
 
+_read = dict.__getitem__  # item access without State's string-key check: metrics read every batch
+_Tensor = torch.Tensor
+
+
 class _DetachedView(Mapping):
-    """A read-only view of a state that detaches tensors as they are read (what metrics see)."""
+    """A read-only view of a state dict that detaches tensors as they are read (what metrics see)."""
 
     __slots__ = ("_state",)
 
-    def __init__(self, state: Mapping) -> None:
+    def __init__(self, state: dict) -> None:
         self._state = state
 
     def __getitem__(self, key: Any) -> Any:
-        value = dict.__getitem__(self._state, key) if isinstance(self._state, dict) else self._state[key]
-        return value.detach() if isinstance(value, torch.Tensor) and value.requires_grad else value
+        value = _read(self._state, key)
+        return value.detach() if isinstance(value, _Tensor) and value.requires_grad else value
 
     def __contains__(self, key: object) -> bool:
         return key in self._state
@@ -136,11 +140,11 @@ class State(dict):
         return dict.__contains__(self, key)
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        pairs = other.items() if isinstance(other, Mapping) else other
-        for key, value in pairs:
-            self[key] = value
-        for key, value in kwargs.items():
-            self[key] = value
+        added = dict(other, **kwargs)
+        if kwargs or not isinstance(other, State):  # another State's keys were checked as they were set
+            for key in added:
+                _warn_if_string(key)
+        dict.update(self, added)
 
     @property
     def data(self) -> Mapping:

@@ -515,9 +515,12 @@ class Trial:
         generator_key, steps_key, _ = _DATA_KEYS[data_key]
         return self.state[generator_key] is not None or self.state[steps_key] is not None
 
-    def _check_model(self) -> None:
+    def _check_model(self, stacklevel: int) -> None:
+        """Warn (at the user's call, ``stacklevel`` frames up) and use a ``MockModel`` when there is no model."""
         if self.state[MODEL] is None or not callable(self.state[MODEL]):
-            warnings.warn("The Model is None or not callable which may cause issues if not deliberate", stacklevel=4)
+            warnings.warn(
+                "The Model is None or not callable which may cause issues if not deliberate", stacklevel=stacklevel
+            )
             self.state[MODEL] = MockModel()
 
     @inject_printer()
@@ -533,7 +536,7 @@ class Trial:
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool):
             raise ConfigurationError(f"run(epochs) needs an int number of epochs, got {epochs!r}")
-        self._check_model()
+        self._check_model(stacklevel=4)
         state = self._call_state(epochs)
         history = self.state[HISTORY]
         if not (self._has(TRAIN_DATA) or self._has(VALIDATION_DATA)):
@@ -600,7 +603,7 @@ class Trial:
         if not self._has(VALIDATION_DATA if data_key is None else data_key):
             self._warn_without_data("evaluate", VALIDATION_DATA if data_key is None else data_key, "{}", stacklevel=5)
             return {}
-        self._check_model()
+        self._check_model(stacklevel=5)
         state = self._call_state(1)
         with _cleanup_on_failure(state):
             self._evaluation_pass(state)
@@ -622,7 +625,7 @@ class Trial:
         if not self._has(TEST_DATA if data_key is None else data_key):
             self._warn_without_data("predict", TEST_DATA if data_key is None else data_key, "[]", stacklevel=6)
             return []
-        self._check_model()
+        self._check_model(stacklevel=6)
         state = self._call_state(1)
         with _cleanup_on_failure(state):
             self._evaluation_pass(state)

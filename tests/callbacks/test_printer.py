@@ -275,3 +275,22 @@ def test_console_printer_in_a_trial_prints_one_final_line_per_pass(linear_trial,
     assert [line.split(":")[0] for line in finals] == ["0/2(t)", "0/2(v)", "1/2(t)", "1/2(v)"]
     assert re.fullmatch(r"1/2\(v\): val_acc=[\d.]+, val_loss=[\d.]+", finals[-1])
     assert "\r0/2(t): 0/4 running_acc=" in lines[0]
+
+
+def test_a_printer_is_put_before_the_users_callbacks_only_for_calls_that_show_progress(linear_trial, capsys):
+    lists_seen = []
+    user_callback = torchbearer.callbacks.on_start(lambda state: lists_seen.append(state[torchbearer.CALLBACK_LIST]))
+    linear_trial.state[torchbearer.CALLBACK_LIST].append([user_callback])
+    user_list = linear_trial.state[torchbearer.CALLBACK_LIST]
+
+    linear_trial.run(1)  # the trial's verbose=0
+    linear_trial.run(2, verbose=2)
+    linear_trial.evaluate(2)  # verbose given by position
+    linear_trial.evaluate(verbose=0)
+
+    silent_run, shown_run, shown_evaluation, silent_evaluation = lists_seen
+    assert silent_run is user_list and silent_evaluation is user_list
+    for shown in (shown_run, shown_evaluation):
+        assert isinstance(shown.callback, Tqdm) and shown.callback_list is user_list
+    assert linear_trial.state[torchbearer.CALLBACK_LIST] is user_list
+    assert "(e)" in capsys.readouterr().err
