@@ -32,3 +32,12 @@ def test_the_benchmark_prints_its_table():
     command = [sys.executable, str(BENCHMARK), "--workload", "cnn", "--pairs", "2", "--warmup", "0"]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300).stdout
     assert "| Trial |" in output and "Trial/raw ratio: median" in output
+    assert "Trial/raw ratio of each side's fastest 10% of epochs:" in output
+
+
+def test_the_fastest_epochs_ratio_ignores_epochs_slowed_by_the_machine():
+    overhead = _benchmark_module()
+    raw = [1.0, 1.0, 5.0, 1.1, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    trial = [1.02 * time for time in sorted(raw)[:15]] + [9.0, 3.0, 2.0, 7.0, 4.0]
+    assert overhead.fastest_ratio(raw, trial) == pytest.approx(1.02)
+    assert overhead.fastest_ratio([2.0], [3.0]) == pytest.approx(1.5)
