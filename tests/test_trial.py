@@ -270,6 +270,7 @@ def test_model_none_warns_and_runs():
         assert len(trial.run(1)) == 1
 
 
+@pytest.mark.filterwarnings("ignore:Failed to format predictions")  # predict's None outputs
 @pytest.mark.parametrize("call", ["run", "evaluate", "predict"])
 def test_model_none_warning_points_at_the_callers_line(call):
     trial = Trial(None, verbose=0).for_steps(1, 1, 1)

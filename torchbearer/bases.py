@@ -225,23 +225,53 @@ def base_closure(x, model, y_pred, y_true, crit, loss, opt) -> Callable[[dict], 
     the criterion (under autocast when mixed precision is on), runs backward, calls ``on_forward``,
     ``on_criterion`` and ``on_backward`` between them, and returns the loss so closure-based
     optimizers (LBFGS) work. It does not step the optimizer.
+
+    Its attribute ``plain_for(state)`` gives the variant the training loop uses for a plain pass
+    (full precision, no accumulation): the same steps, hooks and errors, decided once per pass.
     """
-    from torchbearer import precision
-    from torchbearer.calling import call_criterion, call_model
+    from torchbearer import calling, precision
 
     def closure(state: dict) -> Any:
         callbacks = state[_keys.CALLBACK_LIST]
         if precision.starts_accumulation(state):
             state[opt].zero_grad()
         with precision.autocast(state):
-            state[y_pred] = call_model(state, state[model], state[x])
+            state[y_pred] = calling.call_model(state, state[model], state[x])
             callbacks.on_forward(state)
-            state[loss] = call_criterion(state, state[crit], state[y_pred], state[y_true])
+            state[loss] = calling.call_criterion(state, state[crit], state[y_pred], state[y_true])
             callbacks.on_criterion(state)
         precision.backward(state, state[loss])
         callbacks.on_backward(state)
         return state[loss]
 
+    def plain_for(state: dict) -> Callable[[dict], Any] | None:
+        """The same closure for a plain pass (see ``precision.training_step``) whose model is called as
+        ``model(*x)`` and criterion as ``criterion(y_pred, y_true)``, or None when that is not known.
+
+        It runs the same steps and hooks, with the same errors, without deciding again on every batch
+        how to call the model and the criterion or whether autocast, accumulation or scaling apply.
+        """
+        pass_model, pass_criterion = state[model], state[crit]
+        conventions = (calling.model_takes_state(pass_model), calling.criterion_takes_state(pass_criterion))
+        if conventions != (False, False):
+            return None
+
+        def plain_closure(state: dict) -> Any:
+            if state[model] is not pass_model or state[crit] is not pass_criterion:
+                return closure(state)  # a callback swapped them during the pass
+            callbacks = state[_keys.CALLBACK_LIST]
+            state[opt].zero_grad()
+            state[y_pred] = calling.forward(pass_model, state[x])
+            callbacks.on_forward(state)
+            state[loss] = calling.loss_on_outputs(pass_criterion, state[y_pred], state[y_true])
+            callbacks.on_criterion(state)
+            precision.plain_backward(state, state[loss])
+            callbacks.on_backward(state)
+            return state[loss]
+
+        return plain_closure
+
+    closure.plain_for = plain_for
     return closure
 
 

@@ -139,6 +139,25 @@ def _explain_model_error(error: Exception, model: Any, x: Any) -> ModelCallError
     return ModelCallError(message)
 
 
+def _known(table: dict[int, tuple[weakref.ref, bool]], key: Any) -> bool | None:
+    """The decision remembered for ``key``, or None."""
+    known = table.get(id(key))
+    return known[1] if known is not None and known[0]() is key else None
+
+
+def model_takes_state(model: Any) -> bool | None:
+    """Whether :func:`call_model` gives ``model`` the state; None while that is not known (an opaque callable)."""
+    takes_state = _known(_PASS_STATE, model)
+    if takes_state is None:
+        takes_state = _declares_state(model)
+        if takes_state is not None:
+            _remember(_PASS_STATE, model, takes_state)
+    return takes_state
+
+
+_MODEL_FAILURES = (RuntimeError, TypeError, ValueError, IndexError)
+
+
 def call_model(state: dict, model: Any, x: Any) -> Any:
     """Run the forward pass: ``model(*x, state=state)`` if it takes state, else ``model(*x)``.
 
@@ -148,16 +167,27 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
     args = x if isinstance(x, (list, tuple)) else (x,)
-    known = _PASS_STATE.get(id(model))
+    known = _PASS_STATE.get(id(model))  # _known(_PASS_STATE, model), inline: this runs every batch
     takes_state = known[1] if known is not None and known[0]() is model else None
     if takes_state is None:
-        takes_state = _declares_state(model)
+        takes_state = model_takes_state(model)
         if takes_state is None:
             return _call_model_and_learn(state, model, args, x)
-        _remember(_PASS_STATE, model, takes_state)
     try:
         return model(*args, state=state) if takes_state else model(*args)
-    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+    except _MODEL_FAILURES as error:
+        raise _explain_model_error(error, model, x) from error
+
+
+def forward(model: Any, x: Any) -> Any:
+    """``model(*x)`` (or ``model(x)``) for a model that does not take state, with :func:`call_model`'s errors.
+
+    Raises:
+        ModelCallError: the forward pass failed; the message names the model and the input.
+    """
+    try:
+        return model(*x) if isinstance(x, (list, tuple)) else model(x)
+    except _MODEL_FAILURES as error:
         raise _explain_model_error(error, model, x) from error
 
 
@@ -208,12 +238,10 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
             returned a loss that is not a single value, or, with gradients enabled (training), returned
             something that is not a tensor or a tensor that does not require grad.
     """
-    known = _STATE_CRITERION.get(id(criterion))
+    known = _STATE_CRITERION.get(id(criterion))  # _known(_STATE_CRITERION, criterion), inline as in call_model
     takes_state = known[1] if known is not None and known[0]() is criterion else None
     if takes_state is None:
-        takes_state = _takes_state(criterion)
-        if takes_state is not None:
-            _remember(_STATE_CRITERION, criterion, takes_state)
+        takes_state = criterion_takes_state(criterion)
     if takes_state is None:
         try:
             loss = criterion(state)
@@ -225,6 +253,38 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
         loss = criterion(state)
     else:
         loss = _call_on_outputs(criterion, y_pred, y_true)
+    return checked_loss(criterion, loss, y_pred)
+
+
+def criterion_takes_state(criterion: Any) -> bool | None:
+    """Whether :func:`call_criterion` calls ``criterion(state)`` (else on the outputs); None while not known."""
+    takes_state = _known(_STATE_CRITERION, criterion)
+    if takes_state is None:
+        takes_state = _takes_state(criterion)
+        if takes_state is not None:
+            _remember(_STATE_CRITERION, criterion, takes_state)
+    return takes_state
+
+
+def loss_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
+    """``criterion(*y_pred, *y_true)`` with :func:`call_criterion`'s checks, for a criterion of the outputs.
+
+    Raises:
+        CriterionError: as :func:`call_criterion`.
+    """
+    loss = _call_on_outputs(criterion, y_pred, y_true)
+    if type(loss) is torch.Tensor and loss.requires_grad and loss.numel() == 1:  # a training loss: nothing to check
+        return loss
+    return checked_loss(criterion, loss, y_pred)
+
+
+def checked_loss(criterion: Any, loss: Any, y_pred: Any) -> Any:
+    """``loss`` if backward can use it (a single value that requires grad when gradients are on).
+
+    Raises:
+        CriterionError: the loss is not a tensor (in training), has more than one value, or does not
+            require grad in training.
+    """
     if not isinstance(loss, torch.Tensor):
         if torch.is_grad_enabled():  # training: backward needs a tensor
             raise CriterionError(

@@ -53,7 +53,7 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_training(state)
-    step = training_step(state)
+    step, closure = training_step(state, closure)  # decided once per pass, e.g. a plain fp32 closure
     agree_to_stop = stop_agreement(state)  # under torchrun: every rank stops when one does; else None
     for batch in batch_indices(state[STEPS], first_batch):
         state[BATCH] = batch

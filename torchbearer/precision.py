@@ -95,8 +95,13 @@ def backward(state: dict, loss: torch.Tensor) -> None:
     scaler = state.get(GRAD_SCALER)
     if scaler is not None:
         loss = scaler.scale(loss)
+    plain_backward(state, loss, **state[BACKWARD_ARGS])
+
+
+def plain_backward(state: dict, loss: torch.Tensor, **backward_args: Any) -> None:
+    """``loss.backward(**backward_args)``, with :func:`backward`'s error for a plain ``RuntimeError``."""
     try:
-        loss.backward(**state[BACKWARD_ARGS])
+        loss.backward(**backward_args)
     except RuntimeError as error:
         if type(error) is not RuntimeError:  # out-of-memory and other specific errors keep their own type
             raise
@@ -157,17 +162,33 @@ def _closure_then_step(state: dict, closure: Callable[[dict], Any]) -> None:
     state[OPTIMIZER].step()
 
 
-def training_step(state: dict) -> Callable[[dict, Callable[[dict], Any]], None]:
-    """How this pass runs the closure and steps the optimizer, decided once per pass.
+Closure = Callable[[dict], Any]
 
-    A plain full-precision step with one of PyTorch's optimizers calls the closure and then
-    ``optimizer.step()``, which saves the closure's indirection on every batch; everything else
-    goes through :func:`optimizer_step`.
+
+def is_plain(state: dict) -> bool:
+    """True for a pass at full precision with no gradient accumulation, grad scaler or backward arguments."""
+    return (
+        state.get(AUTOCAST_DTYPE) is None
+        and state.get(GRAD_SCALER) is None
+        and (state.get(ACCUMULATION_STEPS) or 1) == 1
+        and not state.get(BACKWARD_ARGS)
+    )
+
+
+def training_step(state: dict, closure: Closure) -> tuple[Callable[[dict, Closure], None], Closure]:
+    """How this pass runs the closure and steps the optimizer, decided once per pass: ``(step, closure)``.
+
+    In a plain pass (:func:`is_plain`) with one of PyTorch's optimizers, the step calls the closure
+    and then ``optimizer.step()``, saving the closure's indirection; and a closure that offers a
+    ``plain_for(state)`` variant (the standard one does) is swapped for it, which skips the per-batch
+    checks this module and :mod:`torchbearer.calling` would otherwise repeat. Everything else goes
+    through :func:`optimizer_step` with the closure as given.
     """
-    plain = state.get(GRAD_SCALER) is None and (state.get(ACCUMULATION_STEPS) or 1) == 1
-    if plain and torch.is_grad_enabled() and _closure_is_optional(state[OPTIMIZER]):
-        return _closure_then_step
-    return optimizer_step
+    if is_plain(state) and torch.is_grad_enabled() and _closure_is_optional(state[OPTIMIZER]):
+        plain_for = getattr(closure, "plain_for", None)
+        plain_closure = plain_for(state) if plain_for is not None else None
+        return _closure_then_step, plain_closure or closure
+    return optimizer_step, closure
 
 
 def optimizer_step(state: dict, closure: Callable[[dict], Any]) -> None:
