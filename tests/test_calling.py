@@ -6,7 +6,7 @@ from torch import nn
 
 import torchbearer
 from torchbearer import Trial
-from torchbearer.calling import call_criterion, call_model
+from torchbearer.calling import call_criterion, call_model, forward, loss_on_outputs
 from torchbearer.errors import BatchError, CriterionError, ModelCallError
 
 
@@ -51,24 +51,56 @@ def test_pass_state_forces_the_state_keyword():
     assert received == [["state"]]
 
 
-def test_criterion_shape_mismatch_names_both_shapes():
+# The general calls and the plain pass's calls (conventions known) raise the same errors.
+LOSS_CALLS = {
+    "call_criterion": lambda criterion, y_pred, y_true: call_criterion({}, criterion, y_pred, y_true),
+    "loss_on_outputs": loss_on_outputs,
+}
+MODEL_CALLS = {"call_model": lambda model, x: call_model({}, model, x), "forward": forward}
+
+
+@pytest.mark.parametrize("compute_loss", LOSS_CALLS.values(), ids=LOSS_CALLS)
+def test_criterion_shape_mismatch_names_both_shapes(compute_loss):
     with pytest.raises(CriterionError, match=r"shape \(4, 3\).*shape \(5,\)"):
-        call_criterion({}, nn.CrossEntropyLoss(), torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
+        compute_loss(nn.CrossEntropyLoss(), torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
 
 
-def test_float_targets_for_cross_entropy_get_a_hint():
+@pytest.mark.parametrize("compute_loss", LOSS_CALLS.values(), ids=LOSS_CALLS)
+def test_float_targets_for_cross_entropy_get_a_hint(compute_loss):
     with pytest.raises(CriterionError, match="int64 targets for CrossEntropyLoss"):
-        call_criterion({}, nn.CrossEntropyLoss(), torch.randn(4, 3), torch.randn(4, 2))
+        compute_loss(nn.CrossEntropyLoss(), torch.randn(4, 3), torch.randn(4, 2))
 
 
-def test_non_scalar_loss_is_refused():
+@pytest.mark.parametrize("compute_loss", LOSS_CALLS.values(), ids=LOSS_CALLS)
+def test_non_scalar_loss_is_refused(compute_loss):
     with pytest.raises(CriterionError, match=r"loss of shape \(4,\).*reduction='mean'"):
-        call_criterion({}, nn.MSELoss(reduction="none"), torch.randn(4), torch.randn(4))
+        compute_loss(nn.MSELoss(reduction="none"), torch.randn(4), torch.randn(4))
 
 
-def test_model_error_names_the_model_and_input():
+@pytest.mark.parametrize("compute_loss", LOSS_CALLS.values(), ids=LOSS_CALLS)
+def test_a_loss_cut_from_the_graph_is_refused_in_training_only(compute_loss):
+    def detached_loss(prediction, target):
+        return ((prediction - target) ** 2).mean().detach()
+
+    y_pred = torch.randn(4, requires_grad=True)
+    with pytest.raises(CriterionError, match="does not require grad.*the criterion cut the graph"):
+        compute_loss(detached_loss, y_pred, torch.randn(4))
+    with torch.no_grad():
+        assert compute_loss(detached_loss, y_pred, torch.zeros(4)).shape == ()
+
+
+@pytest.mark.parametrize("call", MODEL_CALLS.values(), ids=MODEL_CALLS)
+def test_model_error_names_the_model_and_input(call):
     with pytest.raises(ModelCallError, match=r"Linear on the input \(tensor of shape \(2, 5\)"):
-        call_model({}, nn.Linear(3, 1), torch.randn(2, 5))
+        call(nn.Linear(3, 1), torch.randn(2, 5))
+
+
+def test_forward_spreads_a_list_or_tuple_input():
+    def add(first, second):
+        return first + second
+
+    assert forward(add, [torch.ones(2), torch.ones(2)]).tolist() == [2.0, 2.0]
+    assert forward(add, (torch.ones(1), torch.zeros(1))).tolist() == [1.0]
 
 
 def test_none_input_error_says_no_data_was_given():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -145,14 +145,19 @@ def _known(table: dict[int, tuple[weakref.ref, bool]], key: Any) -> bool | None:
     return known[1] if known is not None and known[0]() is key else None
 
 
+def _decided(table: dict[int, tuple[weakref.ref, bool]], key: Any, decide: Callable[[Any], bool | None]) -> bool | None:
+    """The decision remembered for ``key``, else ``decide(key)`` (remembered unless it is None)."""
+    decision = _known(table, key)
+    if decision is None:
+        decision = decide(key)
+        if decision is not None:
+            _remember(table, key, decision)
+    return decision
+
+
 def model_takes_state(model: Any) -> bool | None:
     """Whether :func:`call_model` gives ``model`` the state; None while that is not known (an opaque callable)."""
-    takes_state = _known(_PASS_STATE, model)
-    if takes_state is None:
-        takes_state = _declares_state(model)
-        if takes_state is not None:
-            _remember(_PASS_STATE, model, takes_state)
-    return takes_state
+    return _decided(_PASS_STATE, model, _declares_state)
 
 
 _MODEL_FAILURES = (RuntimeError, TypeError, ValueError, IndexError)
@@ -258,12 +263,7 @@ def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any
 
 def criterion_takes_state(criterion: Any) -> bool | None:
     """Whether :func:`call_criterion` calls ``criterion(state)`` (else on the outputs); None while not known."""
-    takes_state = _known(_STATE_CRITERION, criterion)
-    if takes_state is None:
-        takes_state = _takes_state(criterion)
-        if takes_state is not None:
-            _remember(_STATE_CRITERION, criterion, takes_state)
-    return takes_state
+    return _decided(_STATE_CRITERION, criterion, _takes_state)
 
 
 def loss_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
