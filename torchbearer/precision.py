@@ -178,17 +178,18 @@ def is_plain(state: dict) -> bool:
 def training_step(state: dict, closure: Closure) -> tuple[Callable[[dict, Closure], None], Closure]:
     """How this pass runs the closure and steps the optimizer, decided once per pass: ``(step, closure)``.
 
-    In a plain pass (:func:`is_plain`) with one of PyTorch's optimizers, the step calls the closure
-    and then ``optimizer.step()``, saving the closure's indirection; and a closure that offers a
-    ``plain_for(state)`` variant (the standard one does) is swapped for it, which skips the per-batch
-    checks this module and :mod:`torchbearer.calling` would otherwise repeat. Everything else goes
-    through :func:`optimizer_step` with the closure as given.
+    Without a grad scaler or accumulation, with one of PyTorch's optimizers, the step calls the
+    closure and then ``optimizer.step()``, saving the closure's indirection; if the pass is also plain
+    (:func:`is_plain`), a closure that offers a ``plain_for(state)`` variant (the standard one does) is
+    swapped for it, which skips the per-batch checks this module and :mod:`torchbearer.calling` would
+    otherwise repeat. Everything else goes through :func:`optimizer_step` with the closure as given.
     """
-    if is_plain(state) and torch.is_grad_enabled() and _closure_is_optional(state[OPTIMIZER]):
-        plain_for = getattr(closure, "plain_for", None)
-        plain_closure = plain_for(state) if plain_for is not None else None
-        return _closure_then_step, plain_closure or closure
-    return optimizer_step, closure
+    unscaled_single_steps = state.get(GRAD_SCALER) is None and (state.get(ACCUMULATION_STEPS) or 1) == 1
+    if not (unscaled_single_steps and torch.is_grad_enabled() and _closure_is_optional(state[OPTIMIZER])):
+        return optimizer_step, closure
+    plain_for = getattr(closure, "plain_for", None) if is_plain(state) else None
+    plain_closure = plain_for(state) if plain_for is not None else None
+    return _closure_then_step, plain_closure or closure
 
 
 def optimizer_step(state: dict, closure: Callable[[dict], Any]) -> None:
