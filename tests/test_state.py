@@ -81,3 +81,14 @@ def test_state_data_detaches_tensors():
     view = state.data
     assert not view[torchbearer.LOSS].requires_grad
     assert torchbearer.LOSS in view and len(view) == 1
+
+
+def test_a_run_state_takes_string_keys_silently_as_its_item_access_does():
+    from torchbearer.state import RunState
+
+    state = RunState()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state["custom"] = 1
+        state.update({"other": 2}, third=3)
+    assert state == {"custom": 1, "other": 2, "third": 3}

@@ -162,6 +162,7 @@ class RunState(State):
     __getitem__ = dict.__getitem__
     __setitem__ = dict.__setitem__
     __contains__ = dict.__contains__
+    update = dict.update
 
 
 VERSION = state_key("torchbearer_version")
