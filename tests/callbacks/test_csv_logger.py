@@ -219,3 +219,25 @@ def test_ranks_other_than_zero_write_no_file(tmp_path, monkeypatch):
     logger.on_end({})
 
     assert not path.exists()
+
+
+@pytest.mark.parametrize("checkpointer_first", [True, False])
+def test_a_run_resumed_from_a_batch_checkpoint_keeps_every_batch_row(classification_data, tmp_path, checkpointer_first):
+    from torchbearer.callbacks.checkpointers import Interval
+    from torchbearer.io import safe_load
+
+    path = tmp_path / "log.csv"
+
+    def callbacks():
+        saver = Interval(str(tmp_path / "step{t}.pt"), on_batch=True)
+        logger = CSVLogger(str(path), batch_granularity=True)
+        return [saver, logger] if checkpointer_first else [logger, saver]
+
+    _trial(classification_data, callbacks()).run(1)  # 4 batches, a checkpoint after each
+    resumed = _trial(classification_data, callbacks())
+    resumed.load_state_dict(safe_load(tmp_path / "step1.pt"))  # as if the run died after batch 1
+    resumed.run(1)
+
+    rows = _read(path)
+    batch_column = rows[0].index("batch")
+    assert [row[batch_column] for row in rows[1:]] == ["0", "1", "2", "3", ""]  # the last row is the epoch's

@@ -77,11 +77,19 @@ class CSVLogger(Callback):
         self._columns: list[str] = []
         self._header_in_file = False
         self._rows_in_file = 0  # data rows, header excluded
+        self._batch_row_due = False  # a training step has begun and its batch row is not written yet
         self._started = False
         self._resume_rows: int | None = None
+        if batch_granularity:  # bound only here, so a logger without batch rows adds no per-batch call
+            self.on_sample = self._batch_starts
 
     def state_dict(self) -> dict:
-        return {"rows_in_file": self._rows_in_file}
+        """The rows the file holds once the current training step is logged.
+
+        A checkpointer that saves during a step before this logger has written the step's row would
+        otherwise record one row too few, and a run resumed from it would cut that row off.
+        """
+        return {"rows_in_file": self._rows_in_file + self._batch_row_due}
 
     def load_state_dict(self, state_dict: dict) -> CSVLogger:
         self._resume_rows = int(state_dict.get("rows_in_file", 0))
@@ -118,11 +126,15 @@ class CSVLogger(Callback):
             _write_rows_atomically(self.filename, self.separator, kept)
         self._take_over(kept)
 
+    def _batch_starts(self, state: dict) -> None:
+        self._batch_row_due = True
+
     def on_step_training(self, state: dict) -> None:
         if self.batch_granularity:
             # state[METRICS] is a LazyMetrics: reading its items moves the batch's values to the host (a sync).
             metrics = dict(state[torchbearer.METRICS].items())
             self._write_row({"epoch": state[torchbearer.EPOCH], "batch": state[torchbearer.BATCH], **metrics})
+            self._batch_row_due = False
 
     def on_end_epoch(self, state: dict) -> None:
         self._write_row({"epoch": state[torchbearer.EPOCH], **state[torchbearer.METRICS]})
