@@ -40,3 +40,14 @@ def test_copies_of_lazy_metrics_hold_numbers():
 def test_end_of_pass_merges_final_values_after_batch_values():
     merged = end_of_pass(LazyMetrics({"running_loss": torch.tensor(1.0)}), {"loss": torch.tensor(0.5)})
     assert merged == {"running_loss": 1.0, "loss": 0.5} and list(merged) == ["running_loss", "loss"]
+
+
+def test_to_python_keeps_each_dtype_exact_next_to_others():
+    values = {"count": torch.tensor(20_000_001), "mean": torch.tensor(0.5), "flags": torch.tensor([True, False])}
+    assert to_python(values) == {"count": 20_000_001, "mean": 0.5, "flags": [True, False]}
+    assert isinstance(to_python(values)["count"], int) and isinstance(to_python(values)["flags"][0], bool)
+
+
+def test_to_python_converts_half_precision_and_empty_values():
+    values = {"half": torch.tensor(0.5, dtype=torch.float16), "none": torch.zeros(0), "grid": torch.ones(2, 2)}
+    assert to_python(values) == {"half": 0.5, "none": [], "grid": [[1.0, 1.0], [1.0, 1.0]]}

@@ -59,26 +59,28 @@ class LazyMetrics(dict):
 def to_python(metrics: dict) -> dict:
     """Return a plain dict with every tensor value replaced by a Python number or list.
 
-    All tensors on one device are concatenated and copied to the host together: one
-    synchronisation per device, however many metrics there are.
+    Tensors of one device and dtype are concatenated and copied to the host together: one
+    synchronisation per device, however many metrics there are (copies of further dtypes find the
+    device already idle). Each dtype travels as itself, so an int64 count stays exact next to a
+    float32 mean.
     """
     result = dict(dict.items(metrics))
     tensors = {key: value.detach() for key, value in result.items() if isinstance(value, torch.Tensor)}
-    by_device: dict[torch.device, list] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list] = {}
     for key, tensor in tensors.items():
-        by_device.setdefault(tensor.device, []).append(key)
-    for keys in by_device.values():
-        flat = [tensors[key].reshape(-1) for key in keys]
-        common = flat[0].dtype
-        for part in flat[1:]:
-            common = torch.promote_types(common, part.dtype)
-        host = torch.cat([part.to(common) for part in flat]).cpu()  # the one sync for this device
+        groups.setdefault((tensor.device, tensor.dtype), []).append(key)
+    for keys in groups.values():
+        host = torch.cat([tensors[key].reshape(-1) for key in keys]).cpu()
+        numbers = host.tolist()
         offset = 0
         for key in keys:
             tensor = tensors[key]
-            part = host[offset : offset + tensor.numel()].to(tensor.dtype).reshape(tensor.shape)
-            offset += tensor.numel()
-            result[key] = part.item() if tensor.dim() == 0 else part.tolist()
+            size = tensor.numel()
+            if tensor.dim() == 0:
+                result[key] = numbers[offset]
+            else:
+                result[key] = host[offset : offset + size].reshape(tensor.shape).tolist()
+            offset += size
     return result
 
 
