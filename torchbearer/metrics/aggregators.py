@@ -17,6 +17,7 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.distributed import cross_rank
 from torchbearer.metrics.masked import (
+    Batches,
     Count,
     Dim,
     as_weighted,
@@ -49,6 +50,7 @@ class Mean(Metric):
     """
 
     takes_groups = True  # see MetricTree: values may arrive a few batches at a time
+    takes_batches = True  # ... or already stacked, as Batches
 
     def __init__(self, name: str, dim: Dim = None) -> None:
         super().__init__(name)
@@ -63,8 +65,13 @@ class Mean(Metric):
         if len(self._pending) >= _GROUP_SIZE:
             self._fold()
 
-    def process_group(self, values: list) -> None:
+    def process_group(self, values: list | Batches) -> None:
         """The same as :meth:`process` on each of ``values`` in turn."""
+        if type(values) is Batches:  # already stacked: summed now
+            total, count = sum_and_count(values, self._dim)
+            self._total, self._count = self._total + total, self._count + count
+            self._batches += len(values)
+            return
         present = [value for value in values if value is not None]
         self._pending.extend(present)
         self._batches += len(present)
@@ -349,10 +356,11 @@ class RunningMean(RunningMetric):
         dim: Dimension(s) each batch is averaged over; ``None`` for all.
     """
 
+    takes_batches = True  # see MetricTree: values may arrive stacked, as Batches
+
     def __init__(self, name: str, batch_size: int = 50, step_size: int = 10, dim: Dim = None) -> None:
         super().__init__(name, batch_size, step_size)
         self._dim = dim
-
         self._pending: list = []
 
     def _process_train(self, *args: Any) -> torch.Tensor | None:
@@ -362,8 +370,30 @@ class RunningMean(RunningMetric):
     def process_train(self, *args: Any) -> Any:
         return self._take(args[:1])
 
-    def process_group(self, values: list) -> Any:
-        return super().process_group(values) if self._validating else self._take(values)
+    def process_group(self, values: list | Batches) -> Any:
+        if self._validating:
+            if type(self).process_validate is AdvancedMetric.process_validate:
+                return None  # nothing to report in evaluation, for any number of batches
+            return super().process_group(values.split() if type(values) is Batches else values)
+        return self._take_batches(values) if type(values) is Batches else self._take(values)
+
+    def _take_batches(self, batches: Batches) -> Any:
+        """:meth:`_take` for values already stacked. Their batch means join the window at once, cut after
+        the last recomputation inside the group (usually its last batch) so that the window read there
+        ends at that batch."""
+        rows = batch_means(batches, self._dim)
+        self._flush()  # values that came one by one before these
+        count, first = len(batches), (-self._calls) % self._step_size
+        self._calls += count
+        if first >= count:  # no recomputation in this group
+            self._window.push_rows(rows)
+            return self._result
+        end = first + (count - 1 - first) // self._step_size * self._step_size + 1
+        self._window.push_rows(rows if end == count else rows[:end])
+        self._result = self._step(self._window.values())
+        if end < count:
+            self._window.push_rows(rows[end:])
+        return self._result
 
     def _take(self, values: Any) -> Any:
         # Batch means are taken a group at a time, when the window is next read: a few device

@@ -116,18 +116,45 @@ def at_least_one(count: Count) -> Count:
     return max(count, 1)
 
 
-def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """A group of same-shaped per-batch values stacked on a new dim 0, as ``(values, keep)``.
+class Batches:
+    """The values of several batches stacked on a new dim 0, ready to sum: at least float32, masked-out
+    entries zeroed, with ``keep`` marking the entries that count (``None`` when all do).
 
-    Masked-out entries are zeroed (``keep`` marks the others; ``None`` when nothing is masked).
+    A root metric that computes a group of batches at once (see :class:`~torchbearer.metrics.MetricTree`)
+    hands its children one of these, so they need not stack the values again.
+    """
+
+    __slots__ = ("values", "keep")
+
+    def __init__(self, values: torch.Tensor, keep: torch.Tensor | None) -> None:
+        self.values = values
+        self.keep = keep
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def split(self) -> list[Any]:
+        """One value per batch: a tensor, or a :class:`Masked` where entries were left out."""
+        if self.keep is None:
+            return list(self.values.unbind(0))
+        return [Masked(values, keep) for values, keep in zip(self.values.unbind(0), self.keep.unbind(0))]
+
+
+def stack_batches(values: list[Any]) -> Batches | None:
+    """A group of same-shaped per-batch values stacked into :class:`Batches`.
+
     Returns ``None`` when the group mixes shapes or kinds of value (masked and plain, tensors and numbers).
     """
     kinds = set(map(type, values))  # map and set, not generator expressions: this runs every few batches
     if len(kinds) != 1:
         return None
     kind = kinds.pop()
+    if kind is type(None):
+        return None
     if kind is Masked:
-        parts = [torch.as_tensor(value.values) for value in values]
+        parts = [value.values for value in values]
+        if not all(map(torch.is_tensor, parts)):
+            parts = list(map(torch.as_tensor, parts))
     else:
         parts = values if kind is torch.Tensor else list(map(torch.as_tensor, values))
     if len(set(map(_shape, parts))) != 1:
@@ -137,11 +164,22 @@ def _stacked(values: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | No
     if stacked.dtype != accumulation_dtype:
         stacked = stacked.to(accumulation_dtype)
     if kind is not Masked:
-        return stacked, None
+        return Batches(stacked, None)
     keep = _stacked_mask([value.mask for value in values])
     if keep.shape != stacked.shape:
         keep = keep.expand_as(stacked)
-    return stacked.where(keep, 0.0), keep
+    return Batches(stacked.where(keep, 0.0), keep)
+
+
+def _as_batches(values: list[Any] | Batches, dim: Dim) -> Batches | None:
+    """``values`` as :class:`Batches` when they sum over every entry and stack; else ``None``."""
+    if dim is not None:
+        return None
+    return values if type(values) is Batches else stack_batches(values)
+
+
+def _as_list(values: list[Any] | Batches) -> list[Any]:
+    return values.split() if type(values) is Batches else values
 
 
 _shape = operator.attrgetter("shape")
@@ -160,18 +198,19 @@ def _runs(values: list[Any]) -> list[list[Any]]:
     return runs
 
 
-def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
+def sum_and_count(values: list[Any] | Batches, dim: Dim) -> tuple[torch.Tensor, Count]:
     """The sum and entry count of a group of per-batch values, in a few device operations for the group.
 
     Args:
-        values: Per-batch metric values (tensors, numbers or :class:`Masked`), already detached.
+        values: Per-batch metric values (tensors, numbers or :class:`Masked`), already detached, or :class:`Batches`.
         dim: Dimension(s) of each value to sum over; ``None`` for all.
 
     Returns:
         ``(sum, count)``: the sum over the group (and ``dim``), and how many entries it holds
         (a Python int without masks, else a tensor).
     """
-    group = _stacked(values) if dim is None else None
+    group = _as_batches(values, dim)
+    values = _as_list(values) if group is None else values
     runs = _runs(values) if group is None and dim is None else []
     if len(runs) > 1:  # e.g. a smaller last batch: each run of equal shapes is stacked
         sums_and_counts = [sum_and_count(run, dim) for run in runs]
@@ -180,23 +219,28 @@ def sum_and_count(values: list[Any], dim: Dim) -> tuple[torch.Tensor, Count]:
         weighted = [as_weighted(value) for value in values]
         total = sum(reduce_sum(part, dim) for part, _ in weighted)
         return total, sum(reduce_count(part, weights, dim) for part, weights in weighted)
-    stacked, keep = group
+    stacked, keep = group.values, group.keep
     return stacked.sum(), stacked.numel() if keep is None else keep.sum(dtype=stacked.dtype)
 
 
-def batch_means(values: list[Any], dim: Dim) -> torch.Tensor:
+def batch_means(values: list[Any] | Batches, dim: Dim) -> torch.Tensor:
     """Each batch's mean stacked with its weight (1, or 0 for a batch whose entries are all masked out).
+
+    Args:
+        values: Per-batch metric values (tensors, numbers or :class:`Masked`), already detached, or :class:`Batches`.
+        dim: Dimension(s) each batch is averaged over; ``None`` for all.
 
     Returns:
         One row per batch along dim 0: ``result[i, 0]`` is batch ``i``'s mean, ``result[i, 1]`` its weight.
         Same-shaped batches are reduced together in a few device operations for the whole group.
     """
-    group = _stacked(values) if dim is None else None
+    group = _as_batches(values, dim)
+    values = _as_list(values) if group is None else values
     runs = _runs(values) if group is None and dim is None else []
     if len(runs) > 1:  # e.g. a smaller last batch: each run of equal shapes is stacked
         return torch.cat([batch_means(run, dim) for run in runs])
     if group is not None:
-        stacked, keep = group
+        stacked, keep = group.values, group.keep
         if keep is None and stacked.shape[1:].numel() == 1:  # one value per batch (a loss): it is the batch's mean
             means = stacked.reshape(len(values))
             return torch.stack((means, torch.ones_like(means)), 1)

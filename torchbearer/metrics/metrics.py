@@ -193,6 +193,8 @@ class MetricList(Metric):
             for metric in self.metric_list:
                 try:
                     output = metric.process(*args)
+                except MetricError:  # already names the problem
+                    raise
                 except _METRIC_FAILURES as error:
                     raise _metric_error(metric, args, error) from error
                 if type(output) is dict:  # the common cases, checked inline: this runs for every metric every batch
@@ -210,6 +212,8 @@ class MetricList(Metric):
         for metric in self.metric_list:
             try:
                 outputs.append((metric, metric.process_final(*args)))
+            except MetricError:  # already names the problem
+                raise
             except _METRIC_FAILURES as error:
                 raise _metric_error(metric, args, error) from error
         if not self._collisions_checked:
@@ -299,6 +303,12 @@ class MetricTree(Metric):
     it returns the children's latest outputs. The results are those of handing every value over at
     once, at a fraction of the per-batch cost.
 
+    A root can defer its own work the same way: if it has ``batch_inputs(state)`` (what ``process``
+    reads, held for later) and ``process_batches(inputs)`` (``process`` for a group of batches,
+    returning a list of values or :class:`~torchbearer.metrics.masked.Batches`), and every child has
+    ``takes_batches``, the tree holds the inputs and the root computes a group's values at once
+    (the built-in accuracy and loss do).
+
     Args:
         metric: The root metric; the tree takes its name.
 
@@ -312,7 +322,8 @@ class MetricTree(Metric):
         self.root = metric
         self.children: list[Metric] = []
         self._grouped: bool | None = None  # whether every child takes groups; None: not checked since a change
-        self._pending: list = []  # root values the children have not seen yet
+        self._defers_root = False  # whether the root's values are computed a group at a time too
+        self._pending: list = []  # root values (or, deferring, root inputs) the children have not seen yet
         self._deliver_at = 1  # how many pending values the children can wait for
         self._outputs: dict = {}  # the children's outputs after the last hand-over
 
@@ -326,17 +337,31 @@ class MetricTree(Metric):
     def _unwrap(value: Any) -> Any:
         return next(iter(value.values())) if isinstance(value, dict) else value
 
+    def _decide_grouping(self) -> None:
+        self._grouped = bool(self.children) and all(_takes_groups(child) for child in self.children)
+        self._defers_root = (
+            self._grouped
+            and callable(getattr(self.root, "process_batches", None))
+            and all(getattr(child, "takes_batches", False) for child in self.children)
+        )
+
     def process(self, *args: Any) -> dict:
-        value = self.root.process(*args)
-        if isinstance(value, dict):
-            value = next(iter(value.values()))
         if self._grouped is None:
-            self._grouped = bool(self.children) and all(_takes_groups(child) for child in self.children)
-        if self._grouped:
+            self._decide_grouping()
+        if self._defers_root:
+            self._pending.append(self.root.batch_inputs(*args))
+        else:
+            value = self.root.process(*args)
+            if isinstance(value, dict):
+                value = next(iter(value.values()))
+            if not self._grouped:
+                return self._process_children(value)
             self._pending.append(value)
-            if len(self._pending) >= self._deliver_at:
-                self._deliver()
-            return self._outputs.copy()  # a copy: the caller may change it
+        if len(self._pending) >= self._deliver_at:
+            self._deliver()
+        return self._outputs.copy()  # a copy: the caller may change it
+
+    def _process_children(self, value: Any) -> dict:
         merged: dict = {}
         for child in self.children:
             output = child.process(value)
@@ -347,19 +372,20 @@ class MetricTree(Metric):
         return merged
 
     def _deliver(self) -> None:
-        """Hand the pending values to the children and keep their outputs."""
+        """Hand the pending values to the children (computed first if the root defers) and keep their outputs."""
         if not self._pending:
             return
+        values = self.root.process_batches(self._pending) if self._defers_root else self._pending
+        self._pending = []
         outputs: dict = {}
         for child in self.children:
-            _merge_into(outputs, child, child.process_group(self._pending), "process")
-        self._pending = []
+            _merge_into(outputs, child, child.process_group(values), "process")
         self._outputs = outputs
         self._deliver_at = min(child.values_until_output() for child in self.children)
 
     def _restart(self) -> None:
         """Forget pending values and outputs: the children's state is about to be replaced or reset."""
-        self._pending, self._outputs, self._deliver_at, self._grouped = [], {}, 1, None
+        self._pending, self._outputs, self._deliver_at, self._grouped, self._defers_root = [], {}, 1, None, False
 
     def process_final(self, *args: Any) -> dict:
         self._deliver()

@@ -13,9 +13,13 @@ from typing import Any
 import torch
 
 from torchbearer.bases import Metric
+from torchbearer.errors import MetricError
 from torchbearer.metrics.decorators import default_for_key, mean, running_mean, to_dict
-from torchbearer.metrics.masked import Masked, Unequal
+from torchbearer.metrics.masked import Batches, Masked, Unequal, stack_batches
 from torchbearer.state import EPOCH, LOSS, Y_PRED, Y_TRUE
+
+_HELD_ELEMENTS = 1 << 16
+"""The largest prediction (in elements) a metric holds to compute with later batches' (see ``batch_inputs``)."""
 
 
 def _class_indices(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -61,6 +65,55 @@ class CategoricalAccuracy(Metric):
         y_true = _class_indices(y_pred, state[self.target_key])
         correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
         return Masked(correct, Unequal(y_true, self.ignore_index))
+
+    def batch_inputs(self, *args: Any) -> Any:
+        """What :meth:`process` reads, held for :meth:`process_batches`: the predictions and targets, with
+        their version counters to notice a later in-place change. A prediction too large to hold a few
+        batches (or a value that is not a tensor) is processed now instead."""
+        state = args[0]
+        y_pred, y_true = state[self.pred_key], state[self.target_key]
+        if type(y_pred) is not torch.Tensor or type(y_true) is not torch.Tensor or y_pred.numel() > _HELD_ELEMENTS:
+            return self.process(*args)
+        return y_pred, y_true, y_pred._version, y_true._version
+
+    def process_batches(self, inputs: list) -> Batches | list:
+        """:meth:`process` for several batches' :meth:`batch_inputs` at once: one ``argmax`` and one comparison
+        for the group when the batches stack, else one value per batch.
+
+        Raises:
+            MetricError: a held prediction or target was changed in place after its batch.
+        """
+        held = [item for item in inputs if type(item) is tuple]
+        _check_unchanged(held)
+        if len(held) < len(inputs) or not _stackable(held):
+            return [Masked(*self._correct(item[0], item[1])) if type(item) is tuple else item for item in inputs]
+        y_pred = torch.stack([item[0] for item in held])
+        y_true = torch.stack([item[1] for item in held])
+        correct, keep = self._correct(y_pred, y_true, class_dim=2)
+        return Batches((correct & keep).to(torch.float32), keep)
+
+    def _correct(self, y_pred: torch.Tensor, y_true: torch.Tensor, class_dim: int = 1) -> tuple:
+        """(whether each sample's top class is its target, which samples count), classes on ``class_dim``."""
+        y_true = y_true.argmax(class_dim) if y_true.dim() == y_pred.dim() else y_true
+        return y_pred.argmax(class_dim) == y_true, y_true != self.ignore_index
+
+
+def _stackable(held: list) -> bool:
+    """Whether held (prediction, target, ...) tuples have one prediction shape and one target shape."""
+    return len({(item[0].shape, item[1].shape) for item in held}) == 1
+
+
+def _check_unchanged(held: list) -> None:
+    """Raise if a held prediction or target was changed in place since :meth:`batch_inputs` took it."""
+    for y_pred, y_true, pred_version, true_version in held:
+        if y_pred._version != pred_version or y_true._version != true_version:
+            changed, tensor = ("prediction", y_pred) if y_pred._version != pred_version else ("target", y_true)
+            raise MetricError(
+                f"the {changed} tensor of an earlier batch (shape {tuple(tensor.shape)}) "
+                "was changed in place after that batch, before its accuracy was computed: metrics compute a few "
+                "batches together. Give every batch new tensors (a loader that refills one buffer must return a "
+                "copy), and change the prediction or target only before on_step_training / on_step_validation"
+            )
 
 
 @default_for_key("binary_accuracy")
@@ -168,6 +221,13 @@ class Loss(Metric):
 
     def process(self, *args: Any) -> Any:
         return args[0][LOSS]
+
+    batch_inputs = process  # the loss itself is all a group needs
+
+    def process_batches(self, inputs: list) -> Batches | list:
+        """The losses of several batches stacked (one device operation), or as they are if they do not stack."""
+        stacked = stack_batches(inputs)
+        return inputs if stacked is None else stacked
 
 
 @default_for_key("epoch")

@@ -60,6 +60,11 @@ class ToDict(AdvancedMetric):
         """Whether the wrapped metric takes values a few batches at a time (see :class:`MetricTree`)."""
         return getattr(self.metric, "takes_groups", False)
 
+    @property
+    def takes_batches(self) -> bool:
+        """Whether the wrapped metric also takes a group as stacked ``Batches`` (see :class:`MetricTree`)."""
+        return getattr(self.metric, "takes_batches", False)
+
     def process_group(self, values: list) -> dict | None:
         """The wrapped metric's :meth:`process_group`, named as :meth:`process` names its output."""
         value = self.metric.process_group(values)
