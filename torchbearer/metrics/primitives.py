@@ -22,9 +22,10 @@ _HELD_ELEMENTS = 1 << 16
 """The largest prediction (in elements) a metric holds to compute with later batches' (see ``batch_inputs``)."""
 
 
-def _class_indices(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Targets as class indices: one-hot or soft targets (as many dims as the predictions) are argmaxed on dim 1."""
-    return y_true.argmax(1) if y_true.dim() == y_pred.dim() else y_true
+def _class_indices(y_pred: torch.Tensor, y_true: torch.Tensor, class_dim: int = 1) -> torch.Tensor:
+    """Targets as class indices: one-hot or soft targets (as many dims as the predictions) are argmaxed on the
+    class dim (1, or 2 for batches stacked on a new dim 0)."""
+    return y_true.argmax(class_dim) if y_true.dim() == y_pred.dim() else y_true
 
 
 def _same_size(owner: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -61,8 +62,10 @@ class CategoricalAccuracy(Metric):
 
     def process(self, *args: Any) -> Masked:
         state = args[0]
-        y_pred = state[self.pred_key]
-        y_true = _class_indices(y_pred, state[self.target_key])
+        return self._correct(state[self.pred_key], state[self.target_key])
+
+    def _correct(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> Masked:
+        y_true = _class_indices(y_pred, y_true)
         correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
         return Masked(correct, Unequal(y_true, self.ignore_index))
 
@@ -86,16 +89,12 @@ class CategoricalAccuracy(Metric):
         held = [item for item in inputs if type(item) is tuple]
         _check_unchanged(held)
         if len(held) < len(inputs) or not _stackable(held):
-            return [Masked(*self._correct(item[0], item[1])) if type(item) is tuple else item for item in inputs]
+            return [self._correct(item[0], item[1]) if type(item) is tuple else item for item in inputs]
         y_pred = torch.stack([item[0] for item in held])
-        y_true = torch.stack([item[1] for item in held])
-        correct, keep = self._correct(y_pred, y_true, class_dim=2)
-        return Batches((correct & keep).to(torch.float32), keep)
-
-    def _correct(self, y_pred: torch.Tensor, y_true: torch.Tensor, class_dim: int = 1) -> tuple:
-        """(whether each sample's top class is its target, which samples count), classes on ``class_dim``."""
-        y_true = y_true.argmax(class_dim) if y_true.dim() == y_pred.dim() else y_true
-        return y_pred.argmax(class_dim) == y_true, y_true != self.ignore_index
+        y_true = _class_indices(y_pred, torch.stack([item[1] for item in held]), class_dim=2)
+        keep = y_true != self.ignore_index
+        correct = (y_pred.argmax(2) == y_true) & keep
+        return Batches(correct.to(torch.float32), keep)
 
 
 def _stackable(held: list) -> bool:
