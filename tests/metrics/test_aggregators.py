@@ -293,3 +293,16 @@ def test_a_smaller_last_batch_is_summed_with_its_own_kind():
 
 def test_values_that_cannot_be_stacked_are_summed_one_by_one():
     assert feed(Mean("m"), [[1.0, 2.0], [3.0]]) == pytest.approx(2.0)
+
+
+def test_a_running_window_restored_on_one_device_and_fed_on_another_moves_to_the_new_one():
+    saved = RunningMean("r", batch_size=4, step_size=1)
+    saved.train()
+    saved.reset({})
+    running(saved, [torch.tensor(1.0), torch.tensor(2.0)])
+    resumed = RunningMean("r", batch_size=4, step_size=1).load_state_dict(saved.state_dict())  # on the CPU
+    resumed.train()
+    resumed.reset({})
+    output = resumed.process(torch.tensor(3.0, device="meta"))  # the next batch lives elsewhere
+    assert output.device.type == "meta"
+    assert resumed.state_dict()["window"].shape == (3, 2)

@@ -241,11 +241,14 @@ class _Window:
     def push_rows(self, block: torch.Tensor) -> None:
         """Store the values of several batches, oldest first along dim 0; values of another shape start afresh.
 
-        Blocks wholly older than the last ``size`` values are dropped.
+        Blocks wholly older than the last ``size`` values are dropped; the others move to the new block's
+        device if it differs (a window restored on the CPU, then fed on a GPU).
         """
         if self._blocks and self._blocks[-1].shape[1:] != block.shape[1:]:
             self._blocks.clear()
             self._rows = 0
+        if self._blocks and self._blocks[-1].device != block.device:
+            self._blocks = collections.deque(older.to(block.device) for older in self._blocks)
         self._blocks.append(block)
         self._rows += block.shape[0]
         while self._rows - self._blocks[0].shape[0] >= self.size:
@@ -255,10 +258,9 @@ class _Window:
         return min(self._rows, self.size)
 
     def values(self) -> torch.Tensor:
-        """The last ``size`` values joined along dim 0, oldest first, on the newest value's device."""
-        newest = self._blocks[-1].device
-        blocks = [block if block.device == newest else block.to(newest) for block in self._blocks]
-        joined = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        """The last ``size`` values joined along dim 0, oldest first (on the newest value's device)."""
+        blocks = self._blocks
+        joined = blocks[0] if len(blocks) == 1 else torch.cat(tuple(blocks))
         return joined[-self.size :] if self._rows > self.size else joined
 
 

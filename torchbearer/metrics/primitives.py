@@ -8,6 +8,7 @@ without boolean indexing (which would wait for the device).
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -86,33 +87,36 @@ class CategoricalAccuracy(Metric):
         Raises:
             MetricError: a held prediction or target was changed in place after its batch.
         """
-        held = [item for item in inputs if type(item) is tuple]
-        _check_unchanged(held)
-        if len(held) < len(inputs) or not _stackable(held):
+        held = inputs if set(map(type, inputs)) == {tuple} else [item for item in inputs if type(item) is tuple]
+        if not held:
+            return inputs
+        y_preds, y_trues, pred_versions, true_versions = zip(*held)  # columns: no Python loop per batch
+        _check_unchanged(y_preds, pred_versions, "prediction")
+        _check_unchanged(y_trues, true_versions, "target")
+        if held is not inputs or len(set(map(_shape, y_preds))) > 1 or len(set(map(_shape, y_trues))) > 1:
             return [self._correct(item[0], item[1]) if type(item) is tuple else item for item in inputs]
-        y_pred = torch.stack([item[0] for item in held])
-        y_true = _class_indices(y_pred, torch.stack([item[1] for item in held]), class_dim=2)
+        y_pred = torch.stack(y_preds)
+        y_true = _class_indices(y_pred, torch.stack(y_trues), class_dim=2)
         keep = y_true != self.ignore_index
         correct = (y_pred.argmax(2) == y_true) & keep
         return Batches(correct.to(torch.float32), keep)
 
 
-def _stackable(held: list) -> bool:
-    """Whether held (prediction, target, ...) tuples have one prediction shape and one target shape."""
-    return len({(item[0].shape, item[1].shape) for item in held}) == 1
+_shape = operator.attrgetter("shape")
+_version = operator.attrgetter("_version")
 
 
-def _check_unchanged(held: list) -> None:
+def _check_unchanged(tensors: tuple, versions: tuple, role: str) -> None:
     """Raise if a held prediction or target was changed in place since :meth:`batch_inputs` took it."""
-    for y_pred, y_true, pred_version, true_version in held:
-        if y_pred._version != pred_version or y_true._version != true_version:
-            changed, tensor = ("prediction", y_pred) if y_pred._version != pred_version else ("target", y_true)
-            raise MetricError(
-                f"the {changed} tensor of an earlier batch (shape {tuple(tensor.shape)}) "
-                "was changed in place after that batch, before its accuracy was computed: metrics compute a few "
-                "batches together. Give every batch new tensors (a loader that refills one buffer must return a "
-                "copy), and change the prediction or target only before on_step_training / on_step_validation"
-            )
+    if tuple(map(_version, tensors)) == versions:
+        return
+    changed = next(tensor for tensor, version in zip(tensors, versions) if tensor._version != version)
+    raise MetricError(
+        f"the {role} tensor of an earlier batch (shape {tuple(changed.shape)}) was changed in place after that "
+        "batch, before its accuracy was computed: metrics compute a few batches together. Give every batch new "
+        "tensors (a loader that refills one buffer must return a copy), and change the prediction or target only "
+        "before on_step_training / on_step_validation"
+    )
 
 
 @default_for_key("binary_accuracy")
