@@ -33,6 +33,20 @@ def test_bf16_autocasts_the_forward_pass_and_still_trains():
     assert history[-1]["loss"] < history[0]["loss"] * 0.5
 
 
+def test_bf16_autocasts_every_validation_batch_and_nothing_after_it():
+    seen = []
+
+    @torchbearer.callbacks.on_forward_validation
+    def record(state):
+        seen.append((state[torchbearer.Y_PRED].dtype, torch.is_autocast_enabled("cpu")))
+
+    x, y = _regression_data()
+    trial = _trial(nn.Linear(4, 1), callbacks=[record]).with_precision("bf16")
+    trial.with_val_data(x, y, batch_size=8, num_workers=0).evaluate()
+    assert seen == [(torch.bfloat16, True)] * 4
+    assert not torch.is_autocast_enabled("cpu")
+
+
 def test_fp16_uses_a_grad_scaler_saved_in_the_state_dict():
     x, y = _regression_data()
     trial = _trial(nn.Linear(4, 1)).with_precision("fp16").with_train_data(x, y, batch_size=8, num_workers=0)

@@ -80,12 +80,13 @@ def validation_pass(state: dict) -> None:
     metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_validation(state)
+    precision = autocast(state)  # decided once per pass; at full precision a no-op
     with torch.no_grad():
         for batch in batch_indices(state[STEPS]):
             state[BATCH] = batch
             state[SAMPLER](state)
             callbacks.on_sample_validation(state)
-            with autocast(state):
+            with precision:
                 state[Y_PRED] = call_model(state, state[MODEL], state[X])
                 callbacks.on_forward_validation(state)
                 if Y_TRUE in state:

@@ -185,6 +185,11 @@ def _as_list(values: list[Any] | Batches) -> list[Any]:
 _shape = operator.attrgetter("shape")
 
 
+def _per_batch(stacked: torch.Tensor) -> torch.Tensor:
+    """Stacked batches as a matrix: one row of entries per batch."""
+    return stacked if stacked.dim() == 2 else stacked.reshape(stacked.shape[0], -1)
+
+
 def _runs(values: list[Any]) -> list[list[Any]]:
     """``values`` cut into consecutive runs of the same kind and shape, each of which stacks."""
     runs: list[list[Any]] = []
@@ -242,14 +247,14 @@ def batch_means(values: list[Any] | Batches, dim: Dim) -> torch.Tensor:
     if group is not None:
         stacked, keep = group.values, group.keep
         if keep is None and stacked.shape[1:].numel() == 1:  # one value per batch (a loss): it is the batch's mean
-            means = stacked.reshape(len(values))
+            means = stacked if stacked.dim() == 1 else stacked.reshape(len(values))
             return torch.stack((means, torch.ones_like(means)), 1)
-        totals = stacked.reshape(len(values), -1).sum(1)
+        totals = _per_batch(stacked).sum(1)
         if keep is None:
             means, present = totals / max(stacked.shape[1:].numel(), 1), torch.ones_like(totals)
         else:
-            counts = keep.reshape(len(values), -1).sum(1, dtype=totals.dtype)
-            means, present = totals / counts.clamp_min(1), (counts > 0).to(totals.dtype)
+            counts = _per_batch(keep).sum(1, dtype=totals.dtype)  # whole numbers, so clamping at 1 marks the present
+            means, present = totals / counts.clamp_min(1), counts.clamp_max(1)
         return torch.stack((means, present), 1)
     rows = []
     for value in values:
