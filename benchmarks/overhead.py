@@ -7,9 +7,12 @@ hits both alike; the table reports the median seconds per epoch, the median, min
 per-pair ratios Trial/raw with a bootstrap interval for that median, the ratio of each side's
 fastest tenth of epochs (the statistic least moved by a busy machine), and each side's peak memory
 (measured in a child process each). ``--control`` puts a second raw loop in Trial's place, which
-shows how far apart two identical loops measure on the machine.
+shows how far apart two identical loops measure on the machine. ``--instructions`` counts instead
+the CPU instructions of one epoch of each loop under valgrind's callgrind: slow, but exact and
+repeatable where timings on a busy machine are not.
 
-Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 15] [--progress] [--device cuda] [--control]``
+Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 15] [--progress] [--device cuda] [--control]
+[--instructions]``
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import random
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -220,6 +227,53 @@ def operation_counts(args: argparse.Namespace) -> dict[str, tuple[float, float]]
     return counts
 
 
+def instruction_counts(workload: str) -> dict[str, int]:
+    """CPU instructions of one epoch of each loop, each in its own process under valgrind's callgrind.
+
+    Deterministic to about 0.1% between runs, so it shows differences that timings on a busy machine
+    bury in noise. Each side takes minutes: valgrind runs the whole process about 50 times slower.
+
+    Raises:
+        SystemExit: valgrind or callgrind_control is not installed.
+    """
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind and callgrind_control on the PATH (apt-get install valgrind)")
+    counts = {}
+    for kind in ("raw", "trial"):
+        with tempfile.TemporaryDirectory() as folder:
+            command = [
+                "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/callgrind.out",
+                sys.executable, __file__, "--workload", workload, "--instructions-of", kind,
+            ]  # fmt: skip
+            log = subprocess.run(command, check=True, capture_output=True, text=True).stderr
+        counts[kind] = collected_instructions(log)
+    return counts
+
+
+def collected_instructions(valgrind_log: str) -> int:
+    """The instruction count callgrind reports at exit (``==pid== Collected : N``)."""
+    match = re.search(r"Collected : (\d+)", valgrind_log)
+    if match is None:
+        raise RuntimeError(f"callgrind reported no instruction count; its log ends with: {valgrind_log[-500:]}")
+    return int(match.group(1))
+
+
+def _instructions_of(kind: str, workload: str) -> None:
+    """Run under callgrind (see :func:`instruction_counts`): two warm epochs, then one counted epoch."""
+    side = (RawLoop if kind == "raw" else TrialLoop)(workload, "cpu", False)
+    side.epoch()
+    side.epoch()
+    _count_instructions(True)
+    side.epoch()
+    _count_instructions(False)
+
+
+def _count_instructions(on: bool) -> None:
+    switch = "on" if on else "off"
+    subprocess.run(["callgrind_control", "-i", switch, str(os.getpid())], check=True, capture_output=True)
+    time.sleep(0.5)  # let valgrind act on the request before the epoch starts (or after it ends)
+
+
 def median_interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
     """A 95% bootstrap interval for the median ratio: how far the noise alone could move it."""
     generator = random.Random(0)
@@ -247,11 +301,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--count", action="store_true", help="also count tensor operations and Python calls")
     parser.add_argument("--control", action="store_true", help="time a second raw loop instead of Trial")
+    parser.add_argument("--instructions", action="store_true", help="count one epoch's instructions under valgrind")
     parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
+    parser.add_argument("--instructions-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.peak_of:
         _peak_of(args.peak_of, args)
+        return
+    if args.instructions_of:
+        _instructions_of(args.instructions_of, args.workload)
+        return
+    if args.instructions:
+        counts = instruction_counts(args.workload)
+        raw_count, trial_count = counts["raw"], counts["trial"]
+        print(f"workload={args.workload} instructions per epoch (callgrind): raw {raw_count / 1e6:.1f} M, "
+              f"Trial {trial_count / 1e6:.1f} M, Trial/raw {trial_count / raw_count:.4f}")  # fmt: skip
         return
 
     raw = RawLoop(args.workload, args.device, args.progress)

@@ -41,3 +41,18 @@ def test_the_fastest_epochs_ratio_ignores_epochs_slowed_by_the_machine():
     trial = [1.02 * time for time in sorted(raw)[:15]] + [9.0, 3.0, 2.0, 7.0, 4.0]
     assert overhead.fastest_ratio(raw, trial) == pytest.approx(1.02)
     assert overhead.fastest_ratio([2.0], [3.0]) == pytest.approx(1.5)
+
+
+def test_the_instruction_count_is_read_from_callgrinds_exit_report():
+    overhead = _benchmark_module()
+    log = "==4242== Events    : Ir\n==4242== Collected : 1253237067\n==4242==\n==4242== I   refs:      1,253,237,067\n"
+    assert overhead.collected_instructions(log) == 1_253_237_067
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        overhead.collected_instructions("==4242== Memcheck, a memory error detector\n")
+
+
+def test_counting_instructions_without_valgrind_says_what_to_install(tmp_path):
+    command = [sys.executable, str(BENCHMARK), "--workload", "cnn", "--instructions"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"PATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "--instructions needs valgrind" in result.stderr
