@@ -68,8 +68,7 @@ class Mean(Metric):
     def process_group(self, values: list | Batches) -> None:
         """The same as :meth:`process` on each of ``values`` in turn."""
         if type(values) is Batches:  # already stacked: summed now
-            total, count = sum_and_count(values, self._dim)
-            self._total, self._count = self._total + total, self._count + count
+            self._add(values)
             self._batches += len(values)
             return
         present = [value for value in values if value is not None]
@@ -85,9 +84,13 @@ class Mean(Metric):
     def _fold(self) -> None:
         """Add the pending batches to the running total and count."""
         if self._pending:
-            total, count = sum_and_count(self._pending, self._dim)
-            self._total, self._count = self._total + total, self._count + count
+            self._add(self._pending)
             self._pending = []
+
+    def _add(self, values: list | Batches) -> None:
+        """Add a group's sum and entry count to the running total and count."""
+        total, count = sum_and_count(values, self._dim)
+        self._total, self._count = self._total + total, self._count + count
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
         self._fold()

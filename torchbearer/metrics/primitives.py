@@ -16,7 +16,7 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.errors import MetricError
 from torchbearer.metrics.decorators import default_for_key, mean, running_mean, to_dict
-from torchbearer.metrics.masked import Batches, Masked, Unequal, stack_batches
+from torchbearer.metrics.masked import Batches, Masked, Unequal, _shape, stack_batches
 from torchbearer.state import EPOCH, LOSS, Y_PRED, Y_TRUE
 
 _HELD_ELEMENTS = 1 << 16
@@ -102,7 +102,6 @@ class CategoricalAccuracy(Metric):
         return Batches(correct.to(torch.float32), keep)
 
 
-_shape = operator.attrgetter("shape")
 _version = operator.attrgetter("_version")
 
 
