@@ -2,17 +2,21 @@
 
 The same model, data and seed are trained by (a) a raw loop that computes the same metrics in the
 cheapest honest way (loss and accuracy accumulated on the device, one ``.item()`` per pass) and
-(b) ``Trial`` with ``metrics=['acc', 'loss']``. Epochs alternate A B B A A B ... so machine drift
-hits both alike; the table reports the median seconds per epoch, the median, min and max of the
-per-pair ratios Trial/raw with a bootstrap interval for that median, the ratio of each side's
-fastest tenth of epochs (the statistic least moved by a busy machine), and each side's peak memory
-(measured in a child process each). ``--control`` puts a second raw loop in Trial's place, which
-shows how far apart two identical loops measure on the machine. ``--instructions`` counts instead
-the CPU instructions of one epoch of each loop under valgrind's callgrind: slow, but exact and
-repeatable where timings on a busy machine are not.
+(b) ``Trial`` with ``metrics=['acc', 'loss']``. The two alternate so that machine drift hits both
+alike. On the CPU they alternate every batch (``--interleave batch``): Trial drives, and after
+each of its batches the raw loop runs one batch of its own, timed apart. On a busy virtual
+machine the speed changes within a fraction of a second, too fast for epoch pairs to cancel it.
+With ``--interleave epoch`` (the default on a GPU) whole epochs alternate A B B A A B ...
+
+The table reports the median seconds per epoch, the median, min and max of the per-epoch ratios
+Trial/raw with a bootstrap interval for that median, the ratio of each side's fastest tenth of
+epochs, and each side's peak memory (measured in a child process each). ``--control`` puts a
+second raw loop in Trial's place, which shows how far apart two identical loops measure on the
+machine. ``--instructions`` counts instead the CPU instructions of one epoch of each loop under
+valgrind's callgrind: slow, but exact and repeatable.
 
 Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 15] [--progress] [--device cuda] [--control]
-[--instructions]``
+[--interleave batch|epoch] [--instructions]``
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchbearer import Trial
+from torchbearer import Callback, Trial
 
 
 def mlp_workload():
@@ -91,6 +96,16 @@ class RawLoop(Side):
         self.window: collections.deque = collections.deque(maxlen=50)  # (batch loss, batch accuracy)
 
     def epoch(self) -> dict:
+        collections.deque(self.steps(), maxlen=0)  # runs the generator in C: no Python code between batches
+        return self.history
+
+    def drive(self, after_batch: Callable[[], None]) -> None:
+        """One epoch that calls ``after_batch()`` after every batch."""
+        for _ in self.steps():
+            after_batch()
+
+    def steps(self) -> Iterator[None]:
+        """One epoch, pausing after every batch (see :class:`DrivenRawLoop`); sets ``self.history`` at the end."""
         bar = _progress_bar(self.progress, len(self.train_loader))
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -116,6 +131,7 @@ class RawLoop(Side):
                 if time.monotonic() - getattr(bar, "_shown", 0) > 0.5:  # same refresh rate as Trial's bar
                     bar.set_postfix(running_loss=running[0].item(), running_acc=running[1].item())
                     bar._shown = time.monotonic()
+            yield
         train = {"loss": loss_sum.item() / len(self.train_loader), "acc": correct.item() / seen}
         train["running_loss"], train["running_acc"] = running.tolist()
         if bar is not None:
@@ -132,21 +148,84 @@ class RawLoop(Side):
                 loss_sum += self.criterion(output, y)
                 correct += (output.argmax(1) == y).sum()
                 seen += y.numel()
-        return {**train, "val_loss": loss_sum.item() / len(self.val_loader), "val_acc": correct.item() / seen}
+                yield
+        self.history = {**train, "val_loss": loss_sum.item() / len(self.val_loader), "val_acc": correct.item() / seen}
 
 
 class TrialLoop(Side):
     """The same training through Trial, one epoch per call."""
 
-    def __init__(self, workload: str, device: str, progress: bool) -> None:
+    def __init__(self, workload: str, device: str, progress: bool, drives: bool = False) -> None:
         super().__init__(workload, device, progress)
-        self.trial = Trial(self.model, self.optimizer, self.criterion, metrics=["acc", "loss"], verbose=0)
+        self.after_batch = _AfterBatch()  # a callback only when this loop drives another (see drive())
+        callbacks = [self.after_batch] if drives else []
+        self.trial = Trial(
+            self.model, self.optimizer, self.criterion, metrics=["acc", "loss"], callbacks=callbacks, verbose=0
+        )
         self.trial.with_generators(self.train_loader, self.val_loader).to(device)
         self.epochs = 0
 
     def epoch(self) -> dict:
         self.epochs += 1
         return self.trial.run(self.epochs, verbose=2 if self.progress else 0)[-1]
+
+    def drive(self, after_batch: Callable[[], None]) -> None:
+        """One epoch that calls ``after_batch()`` after every batch (built with ``drives=True``)."""
+        self.after_batch.function = after_batch
+        self.epoch()
+
+
+class _AfterBatch(Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.function: Callable[[], None] = lambda: None
+
+    def on_step_training(self, state: dict) -> None:
+        self.function()
+
+    def on_step_validation(self, state: dict) -> None:
+        self.function()
+
+
+_set_grad_enabled = torch._C._set_grad_enabled  # torch.set_grad_enabled without building a context manager
+
+
+class DrivenRawLoop:
+    """A raw loop run one batch at a time, right after each batch of another loop (``--interleave batch``).
+
+    The two loops then alternate every millisecond or so, and whatever slows the machine slows both
+    alike; epoch pairs are too long for that on a busy virtual machine. The driven loop times its own
+    batches. It keeps its grad mode apart from the driver's: its validation batches run inside its
+    own ``torch.no_grad()``, which would otherwise leak into the driver between batches.
+    """
+
+    def __init__(self, loop: RawLoop) -> None:
+        self.loop = loop
+        self.seconds = 0.0
+        self._steps: Iterator[None] = iter(())
+        self._grad_enabled = True
+
+    def start(self) -> None:
+        self.seconds, self._steps, self._grad_enabled = 0.0, self.loop.steps(), True
+
+    def step(self) -> None:
+        """Run the driven loop's next batch, timed, in its own grad mode."""
+        driver_grad_enabled = torch.is_grad_enabled()
+        _set_grad_enabled(self._grad_enabled)
+        start = time.perf_counter()
+        next(self._steps)
+        self.seconds += time.perf_counter() - start
+        self._grad_enabled = torch.is_grad_enabled()
+        _set_grad_enabled(driver_grad_enabled)
+
+    def finish(self) -> None:
+        """Run what is left of the epoch (its end-of-pass totals), timed."""
+        driver_grad_enabled = torch.is_grad_enabled()
+        _set_grad_enabled(self._grad_enabled)
+        start = time.perf_counter()
+        collections.deque(self._steps, maxlen=0)
+        self.seconds += time.perf_counter() - start
+        _set_grad_enabled(driver_grad_enabled)
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -169,6 +248,21 @@ def _timed_epoch(side: Side) -> float:
     start = time.process_time()
     side.epoch()
     return time.process_time() - start
+
+
+def timed_lockstep_epoch(driver: RawLoop | TrialLoop, driven: DrivenRawLoop) -> tuple[float, float]:
+    """Seconds of one epoch of each loop run batch by batch in turn: (driven raw loop, driver).
+
+    Wall time, taken around each driven batch and around the whole driver epoch; the driver's time is
+    the whole less the driven batches inside it, so the hand-over (a callback and two clock reads
+    per batch) counts against the driver. ``--control`` shows what that costs.
+    """
+    driven.start()
+    start = time.perf_counter()
+    driver.drive(driven.step)
+    driver_seconds = time.perf_counter() - start - driven.seconds
+    driven.finish()
+    return driven.seconds, driver_seconds
 
 
 def peak_memory(kind: str, args: argparse.Namespace) -> float:
@@ -274,6 +368,37 @@ def _count_instructions(on: bool) -> None:
     time.sleep(0.5)  # let valgrind act on the request before the epoch starts (or after it ends)
 
 
+def timed_epoch_pairs(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Seconds per epoch of the raw loop and of Trial (or, with ``--control``, a second raw loop), run a
+    whole epoch at a time: raw, Trial, Trial, raw, raw, Trial ..."""
+    raw = RawLoop(args.workload, args.device, args.progress)
+    other = (RawLoop if args.control else TrialLoop)(args.workload, args.device, args.progress)
+    for _ in range(args.warmup):
+        raw.epoch()
+        other.epoch()
+    raw_times, other_times = [], []
+    for pair in range(args.pairs):
+        if pair % 2:  # every other pair in the other order, so that neither side always goes first
+            other_times.append(_timed_epoch(other))
+            raw_times.append(_timed_epoch(raw))
+        else:
+            raw_times.append(_timed_epoch(raw))
+            other_times.append(_timed_epoch(other))
+    return raw_times, other_times
+
+
+def timed_lockstep_pairs(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Seconds per epoch of the raw loop and of Trial (or a second raw loop), run a batch at a time in
+    turn: Trial drives, and the raw loop runs one batch after each of Trial's (see :class:`DrivenRawLoop`)."""
+    driven = DrivenRawLoop(RawLoop(args.workload, args.device, args.progress))
+    driver = RawLoop(args.workload, args.device, args.progress) if args.control else None
+    driver = driver or TrialLoop(args.workload, args.device, args.progress, drives=True)
+    for _ in range(args.warmup):
+        timed_lockstep_epoch(driver, driven)
+    times = [timed_lockstep_epoch(driver, driven) for _ in range(args.pairs)]
+    return [raw for raw, _ in times], [other for _, other in times]
+
+
 def median_interval(ratios: list[float], resamples: int = 2000) -> tuple[float, float]:
     """A 95% bootstrap interval for the median ratio: how far the noise alone could move it."""
     generator = random.Random(0)
@@ -301,6 +426,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--count", action="store_true", help="also count tensor operations and Python calls")
     parser.add_argument("--control", action="store_true", help="time a second raw loop instead of Trial")
+    parser.add_argument(
+        "--interleave", choices=["batch", "epoch"], help="alternate the loops every batch (the default on the CPU) "
+        "or every epoch (the default, and the only choice, on a GPU)"
+    )  # fmt: skip
     parser.add_argument("--instructions", action="store_true", help="count one epoch's instructions under valgrind")
     parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
     parser.add_argument("--instructions-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
@@ -319,27 +448,18 @@ def main() -> None:
               f"Trial {trial_count / 1e6:.1f} M, Trial/raw {trial_count / raw_count:.4f}")  # fmt: skip
         return
 
-    raw = RawLoop(args.workload, args.device, args.progress)
-    # --control times a second raw loop in Trial's place: its ratio shows the machine's noise floor
-    trial = (RawLoop if args.control else TrialLoop)(args.workload, args.device, args.progress)
-    for _ in range(args.warmup):
-        raw.epoch()
-        trial.epoch()
-    raw_times, trial_times = [], []
-    for pair in range(args.pairs):
-        if pair % 2:  # every other pair in the other order, so that neither side always goes first
-            trial_times.append(_timed_epoch(trial))
-            raw_times.append(_timed_epoch(raw))
-        else:
-            raw_times.append(_timed_epoch(raw))
-            trial_times.append(_timed_epoch(trial))
+    interleave = args.interleave or ("epoch" if args.device.startswith("cuda") else "batch")
+    if interleave == "batch" and args.device.startswith("cuda"):
+        parser.error("--interleave batch times each batch on the host; on a GPU use --interleave epoch")
+    timed_pairs = timed_lockstep_pairs if interleave == "batch" else timed_epoch_pairs
+    raw_times, trial_times = timed_pairs(args)
     ratios = [t / r for r, t in zip(raw_times, trial_times)]
     low, high = median_interval(ratios)
     raw_peak, trial_peak = peak_memory("raw", args), peak_memory("raw" if args.control else "trial", args)
 
     label = "raw 2" if args.control else "Trial"
     print(f"workload={args.workload} device={args.device} progress={args.progress} pairs={args.pairs} "
-          f"threads={args.threads} torch={torch.__version__}")  # fmt: skip
+          f"interleave={interleave} threads={args.threads} torch={torch.__version__}")  # fmt: skip
     print("| loop  | median s/epoch | peak memory MiB |")
     print("|-------|----------------|-----------------|")
     print(f"| raw   | {statistics.median(raw_times):14.4f} | {raw_peak:15.1f} |")

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 pytest.importorskip("sklearn")
 BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
@@ -28,9 +29,60 @@ def test_the_raw_loop_computes_the_same_history_values_as_trial():
         assert trial[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
-def test_the_benchmark_prints_its_table():
+def test_the_raw_loop_pauses_after_every_batch_and_reports_the_same_history_either_way():
+    overhead = _benchmark_module()
+    torch.set_num_threads(1)
+    whole, paused = _unshuffled(overhead.RawLoop("cnn", "cpu", False), overhead.RawLoop("cnn", "cpu", False))
+    pauses = sum(1 for _ in paused.steps())
+    assert pauses == len(paused.train_loader) + len(paused.val_loader)
+    assert paused.history == whole.epoch()
+
+
+def _unshuffled(*loops):
+    """The loops with training batches in a fixed order: the same batches whichever loop draws random numbers first."""
+    for loop in loops:
+        loop.train_loader = DataLoader(loop.train_loader.dataset, batch_size=loop.train_loader.batch_size)
+    return loops
+
+
+def _parameters(loop):
+    return [parameter.detach().clone() for parameter in loop.model.parameters()]
+
+
+def test_loops_run_in_lockstep_train_exactly_as_when_they_run_one_after_the_other():
+    overhead = _benchmark_module()
+    torch.set_num_threads(1)
+    first, second = _unshuffled(overhead.RawLoop("cnn", "cpu", False), overhead.RawLoop("cnn", "cpu", False))
+    alone = [(first.epoch(), second.epoch()) for _ in range(2)]
+    driver, driven = _unshuffled(overhead.RawLoop("cnn", "cpu", False), overhead.RawLoop("cnn", "cpu", False))
+    lockstep = []
+    for _ in range(2):  # the second epoch trains only if the driven loop's no_grad did not leak into the driver
+        seconds = overhead.timed_lockstep_epoch(driver, overhead.DrivenRawLoop(driven))
+        assert all(value > 0 for value in seconds)
+        lockstep.append((driver.history, driven.history))
+    assert lockstep == alone
+    for ran_alone, ran_in_lockstep in ((first, driver), (second, driven)):
+        for expected, actual in zip(_parameters(ran_alone), _parameters(ran_in_lockstep)):
+            assert torch.equal(expected, actual)
+    assert torch.is_grad_enabled()
+
+
+def test_a_driving_trial_hands_over_after_every_training_and_validation_batch():
+    overhead = _benchmark_module()
+    torch.set_num_threads(1)
+    trial = overhead.TrialLoop("cnn", "cpu", False, drives=True)
+    handovers = []
+    trial.drive(lambda: handovers.append(torch.is_grad_enabled()))
+    training, validation = len(trial.train_loader), len(trial.val_loader)
+    assert handovers == [True] * training + [False] * validation
+
+
+@pytest.mark.parametrize("interleave", ["batch", "epoch"])
+def test_the_benchmark_prints_its_table(interleave):
     command = [sys.executable, str(BENCHMARK), "--workload", "cnn", "--pairs", "2", "--warmup", "0"]
+    command += ["--interleave", interleave]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300).stdout
+    assert f"interleave={interleave}" in output
     assert "| Trial |" in output and "Trial/raw ratio: median" in output
     assert "Trial/raw ratio of each side's fastest 10% of epochs:" in output
 

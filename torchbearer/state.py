@@ -68,9 +68,6 @@ class StateKey(str, Metric):
     def __repr__(self) -> str:
         return self.key
 
-    __hash__ = str.__hash__
-    __eq__ = str.__eq__
-
     def __reduce__(self):
         return _restore_key, (self.key,)
 
