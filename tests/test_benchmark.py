@@ -9,6 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import torchbearer
+from torchbearer.callbacks import on_end_epoch
+
 pytest.importorskip("sklearn")
 BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
 
@@ -67,14 +70,28 @@ def test_loops_run_in_lockstep_train_exactly_as_when_they_run_one_after_the_othe
     assert torch.is_grad_enabled()
 
 
-def test_a_driving_trial_hands_over_after_every_training_and_validation_batch():
+def test_a_driving_trial_hands_over_between_batches_without_a_callback():
     overhead = _benchmark_module()
     torch.set_num_threads(1)
     trial = overhead.TrialLoop("cnn", "cpu", False, drives=True)
+    unread = []
+    trial.trial.state[torchbearer.CALLBACK_LIST].append([on_end_epoch(lambda state: unread.append(
+        state[torchbearer.BATCH_METRICS_UNREAD]))])  # fmt: skip
     handovers = []
     trial.drive(lambda: handovers.append(torch.is_grad_enabled()))
     training, validation = len(trial.train_loader), len(trial.val_loader)
-    assert handovers == [True] * training + [False] * validation
+    assert handovers == [True] * (training - 1) + [False] * (validation - 1)
+    assert unread == [True]  # as in a Trial that nothing drives
+
+
+def test_a_driving_raw_loop_hands_over_as_a_driving_trial_does():
+    overhead = _benchmark_module()
+    torch.set_num_threads(1)
+    raw = overhead.RawLoop("cnn", "cpu", False)
+    handovers = []
+    raw.drive(lambda: handovers.append(torch.is_grad_enabled()))
+    assert handovers == [True] * (len(raw.train_loader) - 1) + [False] * (len(raw.val_loader) - 1)
+    assert raw.history["val_acc"] >= 0
 
 
 @pytest.mark.parametrize("interleave", ["batch", "epoch"])

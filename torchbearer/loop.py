@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from torchbearer.calling import call_criterion, call_model
+from torchbearer.calling import call_criterion, call_model, criterion_takes_state, model_takes_state
 from torchbearer.distributed import stop_agreement
+from torchbearer.loading import load_batch_standard
 from torchbearer.metric_values import LazyMetrics, end_of_pass
 from torchbearer.precision import autocast, training_step
 from torchbearer.state import (
     BATCH,
+    BATCH_METRICS_UNREAD,
     CALLBACK_LIST,
     CRITERION,
     DATA,
@@ -38,6 +40,36 @@ def batch_indices(steps: int, first: int = 0) -> Iterable[int]:
     return itertools.count(first) if steps == -1 else range(first, max(steps, 0))
 
 
+TRAINING_BATCH_HOOKS = ("on_sample", "on_forward", "on_criterion", "on_backward", "on_step_training")
+VALIDATION_BATCH_HOOKS = (
+    "on_sample_validation", "on_forward_validation", "on_criterion_validation", "on_step_validation"
+)  # fmt: skip
+
+
+def batch_metrics_unread(state: dict, hooks: Iterable[str], calls_read_no_state: bool) -> bool:
+    """Whether nothing can read this pass's per-batch metric values before the pass ends.
+
+    True when no callback listens to the pass's batch ``hooks``, the batch loader is the standard
+    one and ``calls_read_no_state`` (the model, criterion and closure are called without the state).
+    Metric trees then compute the values less often (see ``MetricTree``); what they report at the
+    end of the pass is the same.
+    """
+    callbacks = state[CALLBACK_LIST]
+    listened = not hasattr(callbacks, "listens_to") or callbacks.listens_to(hooks)
+    return calls_read_no_state and not listened and state[SAMPLER] is load_batch_standard
+
+
+def _tensors_only(state: dict) -> bool:
+    """Whether the model and the criterion are known to be called on tensors, not on the state."""
+    return model_takes_state(state[MODEL]) is False and criterion_takes_state(state[CRITERION]) is False
+
+
+def _standard_closure(state: dict, closure: Callable[[dict], object]) -> bool:
+    """Whether ``closure`` is a standard one (``base_closure``) over a model and criterion that take no state."""
+    plain_for = getattr(closure, "plain_for", None)
+    return plain_for is not None and plain_for(state) is not None
+
+
 def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int = 0) -> None:
     """One training pass: for each batch, load → ``on_sample`` → optimizer step over the closure
     (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``.
@@ -53,6 +85,7 @@ def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int 
         metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_training(state)
+    state[BATCH_METRICS_UNREAD] = batch_metrics_unread(state, TRAINING_BATCH_HOOKS, _standard_closure(state, closure))
     step, closure = training_step(state, closure)  # decided once per pass, e.g. a plain fp32 closure
     agree_to_stop = stop_agreement(state)  # under torchrun: every rank stops when one does; else None
     for batch in batch_indices(state[STEPS], first_batch):
@@ -80,6 +113,7 @@ def validation_pass(state: dict) -> None:
     metric_list.reset(state)
     state[METRICS] = LazyMetrics()
     callbacks.on_start_validation(state)
+    state[BATCH_METRICS_UNREAD] = batch_metrics_unread(state, VALIDATION_BATCH_HOOKS, _tensors_only(state))
     precision = autocast(state)  # decided once per pass; at full precision a no-op
     with torch.no_grad():
         for batch in batch_indices(state[STEPS]):

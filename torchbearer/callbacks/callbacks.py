@@ -148,6 +148,10 @@ class CallbackList(Callback):
             self._dispatch[hook] = bound
         return bound
 
+    def listens_to(self, hooks: Iterable[str]) -> bool:
+        """Whether any callback in the list overrides one of ``hooks`` (names such as ``'on_step_training'``)."""
+        return any(self._hooks(hook) for hook in hooks)
+
     def _stops_on_nan(self) -> bool:
         from torchbearer.callbacks.terminate_on_nan import TerminateOnNaN  # here: the package is still importing
 

@@ -17,7 +17,7 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.calling import describe
 from torchbearer.errors import ConfigurationTypeError, MetricError, TorchbearerWarning, UnknownMetricError
-from torchbearer.state import Y_PRED, Y_TRUE
+from torchbearer.state import BATCH_METRICS_UNREAD, Y_PRED, Y_TRUE
 
 _DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
 
@@ -287,6 +287,9 @@ def _name_matches(metric: Metric, saved_name: str) -> bool:
     return str(metric) == saved_name
 
 
+_UNREAD_GROUP = 64  # batches a grouped tree holds when nothing reads its per-batch outputs
+
+
 def _takes_groups(metric: Metric) -> bool:
     return getattr(metric, "takes_groups", False)
 
@@ -309,6 +312,12 @@ class MetricTree(Metric):
     ``takes_batches``, the tree holds the inputs and the root computes a group's values at once
     (the built-in accuracy and loss do).
 
+    In a pass whose state has ``BATCH_METRICS_UNREAD`` set (nothing can read the per-batch values,
+    see ``torchbearer.loop``), a grouped tree hands values over every ``64`` batches instead, and
+    its ``process_final`` also returns its children's latest per-batch outputs under their final
+    values, so that the end of the pass sees the same values. (The first batch of a pass is still
+    handed over at once: it gives the per-batch values their keys, in order.)
+
     Args:
         metric: The root metric; the tree takes its name.
 
@@ -325,6 +334,7 @@ class MetricTree(Metric):
         self._defers_root = False  # whether the root's values are computed a group at a time too
         self._pending: list = []  # root values (or, deferring, root inputs) the children have not seen yet
         self._deliver_at = 1  # how many pending values the children can wait for
+        self._unread = False  # whether nothing reads the outputs before the pass ends (BATCH_METRICS_UNREAD)
         self._outputs: dict = {}  # the children's outputs after the last hand-over
 
     def add_child(self, child: Metric) -> None:
@@ -337,17 +347,18 @@ class MetricTree(Metric):
     def _unwrap(value: Any) -> Any:
         return next(iter(value.values())) if isinstance(value, dict) else value
 
-    def _decide_grouping(self) -> None:
+    def _decide_grouping(self, state: Any) -> None:
         self._grouped = bool(self.children) and all(_takes_groups(child) for child in self.children)
         self._defers_root = (
             self._grouped
             and callable(getattr(self.root, "process_batches", None))
             and all(getattr(child, "takes_batches", False) for child in self.children)
         )
+        self._unread = self._grouped and isinstance(state, Mapping) and state.get(BATCH_METRICS_UNREAD) is True
 
     def process(self, *args: Any) -> dict:
         if self._grouped is None:
-            self._decide_grouping()
+            self._decide_grouping(args[0] if args else None)
         if self._defers_root:
             self._pending.append(self.root.batch_inputs(*args))
         else:
@@ -381,30 +392,32 @@ class MetricTree(Metric):
         for child in self.children:
             _merge_into(outputs, child, child.process_group(values), "process")
         self._outputs = outputs
-        self._deliver_at = min(child.values_until_output() for child in self.children)
+        waits = _UNREAD_GROUP if self._unread else min(child.values_until_output() for child in self.children)
+        self._deliver_at = waits
 
     def _restart(self) -> None:
         """Forget pending values and outputs: the children's state is about to be replaced or reset."""
         self._pending, self._outputs, self._deliver_at, self._grouped, self._defers_root = [], {}, 1, None, False
+        self._unread = False
 
     def process_final(self, *args: Any) -> dict:
         self._deliver()
         value = self._unwrap(self.root.process_final(*args))
-        merged: dict = {}
+        merged: dict = dict(self._outputs) if self._unread else {}  # the per-batch values nothing has read yet
         for child in self.children:
             _merge_into(merged, child, child.process_final(value), "process_final")
         return merged
 
     def train(self) -> None:
         self._deliver()
-        self._outputs, self._deliver_at = {}, 1
+        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
         self.root.train()
         for child in self.children:
             child.train()
 
     def eval(self, data_key: Any = None) -> None:
         self._deliver()
-        self._outputs, self._deliver_at = {}, 1
+        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
         self.root.eval(data_key=data_key)
         for child in self.children:
             child.eval(data_key=data_key)
