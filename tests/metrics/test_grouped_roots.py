@@ -11,7 +11,7 @@ from torchbearer.errors import MetricError
 from torchbearer.metric_values import to_python
 from torchbearer.metrics import CategoricalAccuracy, Loss, Masked, Mean, MetricList, RunningMean
 from torchbearer.metrics.masked import Batches, stack_batches
-from torchbearer.state import LOSS, Y_PRED, Y_TRUE
+from torchbearer.state import BATCH_METRICS_UNREAD, LOSS, Y_PRED, Y_TRUE
 
 
 class OneBatchAtATime(Metric):
@@ -65,13 +65,35 @@ def drive(metric, states, checkpoint_at):
 
 
 @pytest.mark.parametrize("make", [CategoricalAccuracy, Loss])
-@pytest.mark.parametrize("sizes", [[8] * 45, [8] * 44 + [3]])  # the last batch may be smaller
-def test_a_root_computing_groups_gives_every_output_of_one_batch_at_a_time(make, sizes):
-    states = batches(sizes)
+@pytest.mark.parametrize(
+    "sizes", [[8] * 45, [8] * 44 + [3], [8] * 20 + [3] + [8] * 20 + [5, 5]]
+)  # the last batch may be smaller, and so may others
+@pytest.mark.parametrize("unread", [False, True], ids=["read", "unread"])  # unread: groups of 64 batches
+def test_a_root_computing_groups_gives_every_output_of_one_batch_at_a_time(make, sizes, unread):
+    states = [{**state, BATCH_METRICS_UNREAD: unread} for state in batches(sizes)]
     grouped, saved = drive(make(), states, checkpoint_at=23)
     single, single_saved = drive(eager(make()), states, checkpoint_at=23)
+    if unread:  # only the final values are read: the per-batch ones are skipped
+        grouped, single = [grouped[index] for index in _finals(sizes)], [single[index] for index in _finals(sizes)]
     assert_same_outputs(grouped, single)
     torch.testing.assert_close(saved, single_saved, rtol=1e-6, atol=1e-7)
+
+
+def _finals(sizes):
+    """Where ``drive``'s outputs hold each pass's final values."""
+    return [(len(sizes) + 1) * pass_number + len(sizes) for pass_number in range(3)]
+
+
+def test_accuracy_of_batches_whose_samples_differ_in_shape_is_computed_batch_by_batch():
+    generator = torch.Generator().manual_seed(0)
+    states = [
+        {Y_PRED: torch.randn(4, 5, *extra, generator=generator),
+         Y_TRUE: torch.randint(0, 5, (4, *extra), generator=generator)}
+        for extra in [(), (), (3,), (3,), (2,)] * 3
+    ]  # fmt: skip
+    grouped, _ = drive(CategoricalAccuracy(), states, checkpoint_at=4)
+    single, _ = drive(eager(CategoricalAccuracy()), states, checkpoint_at=4)
+    assert_same_outputs(grouped, single)
 
 
 def test_accuracy_over_groups_matches_the_plain_count_of_correct_kept_samples():
@@ -88,8 +110,9 @@ def test_accuracy_over_groups_matches_the_plain_count_of_correct_kept_samples():
     assert to_python(metric.process_final(states[-1]))["acc"] == pytest.approx(correct / kept)
 
 
-def test_one_hot_targets_are_compared_as_class_indices_in_a_group():
-    states = batches([6] * 12)
+@pytest.mark.parametrize("sizes", [[6] * 12, [6] * 5 + [2] + [6] * 5 + [4]])
+def test_one_hot_targets_are_compared_as_class_indices_in_a_group(sizes):
+    states = batches(sizes)
     one_hot = [{**state, Y_TRUE: torch.nn.functional.one_hot(state[Y_TRUE].clamp_min(0), 5)} for state in states]
     grouped, _ = drive(CategoricalAccuracy(), one_hot, checkpoint_at=3)
     single, _ = drive(eager(CategoricalAccuracy()), one_hot, checkpoint_at=3)

@@ -82,7 +82,8 @@ class CategoricalAccuracy(Metric):
 
     def process_batches(self, inputs: list) -> Batches | list:
         """:meth:`process` for several batches' :meth:`batch_inputs` at once: one ``argmax`` and one comparison
-        for the group when the batches stack, else one value per batch.
+        for each run of same-shaped batches, joined into one :class:`Batches` (a smaller batch is padded
+        with entries that do not count); one value per batch when the samples' shapes differ.
 
         Raises:
             MetricError: a held prediction or target was changed in place after its batch.
@@ -93,13 +94,49 @@ class CategoricalAccuracy(Metric):
         y_preds, y_trues, pred_versions, true_versions = zip(*held)  # columns: no Python loop per batch
         _check_unchanged(y_preds, pred_versions, "prediction")
         _check_unchanged(y_trues, true_versions, "target")
-        if held is not inputs or len(set(map(_shape, y_preds))) > 1 or len(set(map(_shape, y_trues))) > 1:
+        runs = None if held is not inputs else _same_shape_runs(y_preds, y_trues)
+        if runs is None:
             return [self._correct(item[0], item[1]) if type(item) is tuple else item for item in inputs]
+        parts = [self._correct_stacked(y_preds[start:end], y_trues[start:end]) for start, end in runs]
+        return Batches(*parts[0]) if len(parts) == 1 else _padded_batches(parts)
+
+    def _correct_stacked(self, y_preds: tuple, y_trues: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correctness (as float32, zero where ignored) and the counted entries of same-shaped batches."""
         y_pred = torch.stack(y_preds)
         y_true = _class_indices(y_pred, torch.stack(y_trues), class_dim=2)
         keep = y_true != self.ignore_index
         correct = (y_pred.argmax(2) == y_true) & keep
-        return Batches(correct.to(torch.float32), keep)
+        return correct.to(torch.float32), keep
+
+
+def _same_shape_runs(y_preds: tuple, y_trues: tuple) -> list[tuple[int, int]] | None:
+    """``(start, end)`` of each run of consecutive batches with equal shapes; ``None`` when the batches'
+    samples differ in shape (only the batch size may change, as for a smaller last batch)."""
+    pred_shapes, true_shapes = list(map(_shape, y_preds)), list(map(_shape, y_trues))
+    if len(set(pred_shapes)) == 1 and len(set(true_shapes)) == 1:
+        return [(0, len(pred_shapes))]
+    if len({shape[1:] for shape in pred_shapes}) > 1 or len({shape[1:] for shape in true_shapes}) > 1:
+        return None
+    starts = [0] + [index for index in range(1, len(pred_shapes))
+                    if (pred_shapes[index], true_shapes[index]) != (pred_shapes[index - 1], true_shapes[index - 1])]
+    return list(zip(starts, starts[1:] + [len(pred_shapes)]))  # fmt: skip
+
+
+def _padded_batches(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> Batches:
+    """Runs of (values, keep) whose batch sizes differ, joined on dim 0; the smaller batches are padded
+    with zero values that ``keep`` leaves out, which changes no sum, count or batch mean."""
+    width = max(values.shape[1] for values, _ in parts)
+    rows = sum(values.shape[0] for values, _ in parts)
+    first_values, first_keep = parts[0]
+    values = first_values.new_zeros((rows, width, *first_values.shape[2:]))
+    keep = first_keep.new_zeros((rows, width, *first_keep.shape[2:]))
+    start = 0
+    for run_values, run_keep in parts:
+        end, size = start + run_values.shape[0], run_values.shape[1]
+        values[start:end, :size] = run_values
+        keep[start:end, :size] = run_keep
+        start = end
+    return Batches(values, keep)
 
 
 _version = operator.attrgetter("_version")
