@@ -117,9 +117,9 @@ def _same_shape_runs(y_preds: tuple, y_trues: tuple) -> list[tuple[int, int]] | 
         return [(0, len(pred_shapes))]
     if len({shape[1:] for shape in pred_shapes}) > 1 or len({shape[1:] for shape in true_shapes}) > 1:
         return None
-    starts = [0] + [index for index in range(1, len(pred_shapes))
-                    if (pred_shapes[index], true_shapes[index]) != (pred_shapes[index - 1], true_shapes[index - 1])]
-    return list(zip(starts, starts[1:] + [len(pred_shapes)]))  # fmt: skip
+    shapes = list(zip(pred_shapes, true_shapes))
+    starts = [0] + [index for index in range(1, len(shapes)) if shapes[index] != shapes[index - 1]]
+    return list(zip(starts, starts[1:] + [len(shapes)]))
 
 
 def _padded_batches(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> Batches:
