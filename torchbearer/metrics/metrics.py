@@ -392,8 +392,9 @@ class MetricTree(Metric):
         for child in self.children:
             _merge_into(outputs, child, child.process_group(values), "process")
         self._outputs = outputs
-        waits = _UNREAD_GROUP if self._unread else min(child.values_until_output() for child in self.children)
-        self._deliver_at = waits
+        self._deliver_at = (
+            _UNREAD_GROUP if self._unread else min(child.values_until_output() for child in self.children)
+        )
 
     def _restart(self) -> None:
         """Forget pending values and outputs: the children's state is about to be replaced or reset."""
