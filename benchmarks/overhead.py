@@ -410,8 +410,10 @@ def timed_lockstep_pairs(args: argparse.Namespace) -> tuple[list[float], list[fl
     """Seconds per epoch of the raw loop and of Trial (or a second raw loop), run a batch at a time in
     turn: Trial drives, and the raw loop runs one batch after each of Trial's (see :class:`DrivenRawLoop`)."""
     driven = DrivenRawLoop(RawLoop(args.workload, args.device, args.progress))
-    driver = RawLoop(args.workload, args.device, args.progress) if args.control else None
-    driver = driver or TrialLoop(args.workload, args.device, args.progress, drives=True)
+    if args.control:
+        driver: RawLoop | TrialLoop = RawLoop(args.workload, args.device, args.progress)
+    else:
+        driver = TrialLoop(args.workload, args.device, args.progress, drives=True)
     for _ in range(args.warmup):
         timed_lockstep_epoch(driver, driven)
     times = [timed_lockstep_epoch(driver, driven) for _ in range(args.pairs)]
