@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import random
@@ -96,7 +97,7 @@ class RawLoop(Side):
         self.window: collections.deque = collections.deque(maxlen=50)  # (batch loss, batch accuracy)
 
     def epoch(self) -> dict:
-        collections.deque(self.steps(), maxlen=0)  # runs the generator in C: no Python code between batches
+        _drain(self.steps())  # no Python code of ours between batches
         return self.history
 
     def drive(self, after_batch: Callable[[], None]) -> None:
@@ -107,7 +108,7 @@ class RawLoop(Side):
             for _ in range(batches - 1):
                 after_batch()
                 next(steps)
-        collections.deque(steps, maxlen=0)
+        _drain(steps)
 
     def steps(self) -> Iterator[None]:
         """One epoch, pausing after every batch (see :class:`DrivenRawLoop`); sets ``self.history`` at the end."""
@@ -206,6 +207,7 @@ class _HandingOver:
 
 
 _set_grad_enabled = torch._C._set_grad_enabled  # torch.set_grad_enabled without building a context manager
+_drain = functools.partial(collections.deque, maxlen=0)  # runs an iterator to its end, in C
 
 
 class DrivenRawLoop:
@@ -227,22 +229,21 @@ class DrivenRawLoop:
         self.seconds, self._steps, self._grad_enabled = 0.0, self.loop.steps(), True
 
     def step(self) -> None:
-        """Run the driven loop's next batch, timed, in its own grad mode."""
-        driver_grad_enabled = torch.is_grad_enabled()
-        _set_grad_enabled(self._grad_enabled)
-        start = time.perf_counter()
-        next(self._steps)
-        self.seconds += time.perf_counter() - start
-        self._grad_enabled = torch.is_grad_enabled()
-        _set_grad_enabled(driver_grad_enabled)
+        """Run the driven loop's next batch."""
+        self._timed(next, self._steps)
 
     def finish(self) -> None:
-        """Run what is left of the epoch (its end-of-pass totals), timed."""
+        """Run what is left of the epoch (its end-of-pass totals)."""
+        self._timed(_drain, self._steps)
+
+    def _timed(self, run: Callable[[Iterator[None]], object], steps: Iterator[None]) -> None:
+        """``run(steps)``, timed, in the driven loop's grad mode; the driver's is restored after."""
         driver_grad_enabled = torch.is_grad_enabled()
         _set_grad_enabled(self._grad_enabled)
         start = time.perf_counter()
-        collections.deque(self._steps, maxlen=0)
+        run(steps)
         self.seconds += time.perf_counter() - start
+        self._grad_enabled = torch.is_grad_enabled()
         _set_grad_enabled(driver_grad_enabled)
 
 

@@ -398,8 +398,12 @@ class MetricTree(Metric):
 
     def _restart(self) -> None:
         """Forget pending values and outputs: the children's state is about to be replaced or reset."""
-        self._pending, self._outputs, self._deliver_at, self._grouped, self._defers_root = [], {}, 1, None, False
-        self._unread = False
+        self._pending, self._defers_root = [], False
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        """Forget the outputs and the grouping, decided again at the next batch (a new pass may differ)."""
+        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
 
     def process_final(self, *args: Any) -> dict:
         self._deliver()
@@ -411,14 +415,14 @@ class MetricTree(Metric):
 
     def train(self) -> None:
         self._deliver()
-        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
+        self._new_pass()
         self.root.train()
         for child in self.children:
             child.train()
 
     def eval(self, data_key: Any = None) -> None:
         self._deliver()
-        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
+        self._new_pass()
         self.root.eval(data_key=data_key)
         for child in self.children:
             child.eval(data_key=data_key)
