@@ -61,6 +61,15 @@ class Callback:
     def __str__(self) -> str:
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
+    def reads_batch_metrics(self) -> bool:
+        """Whether this callback's batch hooks (``on_sample`` to ``on_step_training``, and the
+        ``_validation`` ones) may read the per-batch metric values, ``state[METRICS]``.
+
+        True unless a subclass knows better. When no callback with a batch hook reads them (nor
+        anything else, see ``torchbearer.BATCH_METRICS_UNREAD``), the metrics compute them less often.
+        """
+        return True
+
     def on_init(self, state: dict) -> None:
         """Once, when the Trial is constructed, with the trial's persistent state."""
 

@@ -49,14 +49,15 @@ VALIDATION_BATCH_HOOKS = (
 def batch_metrics_unread(state: dict, hooks: Iterable[str], calls_read_no_state: bool) -> bool:
     """Whether nothing can read this pass's per-batch metric values before the pass ends.
 
-    True when no callback listens to the pass's batch ``hooks``, the batch loader is the standard
-    one and ``calls_read_no_state`` (the model, criterion and closure are called without the state).
-    Metric trees then compute the values less often (see ``MetricTree``); what they report at the
-    end of the pass is the same.
+    True when no callback with one of the pass's batch ``hooks`` may read them (see
+    ``Callback.reads_batch_metrics``), the batch loader is the standard one and
+    ``calls_read_no_state`` (the model, criterion and closure are called without the state). Metric
+    trees then compute the values less often (see ``MetricTree``); what they report at the end of
+    the pass is the same.
     """
     callbacks = state[CALLBACK_LIST]
-    listened = not hasattr(callbacks, "listens_to") or callbacks.listens_to(hooks)
-    return calls_read_no_state and not listened and state[SAMPLER] is load_batch_standard
+    read = not hasattr(callbacks, "may_read_batch_metrics") or callbacks.may_read_batch_metrics(hooks)
+    return calls_read_no_state and not read and state[SAMPLER] is load_batch_standard
 
 
 def _tensors_only(state: dict) -> bool:

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchbearer
-from torchbearer import Trial
+from torchbearer import Trial, callbacks
 from torchbearer.bases import Callback, Metric
 from torchbearer.callbacks import on_end_epoch, on_end_training, on_forward_validation, on_start_epoch, on_step_training
 from torchbearer.metrics import MetricTree
@@ -171,3 +171,41 @@ def test_epoch_level_callbacks_leave_the_values_unread():
     record = RecordUnread()
     make_trial([record, on_end_epoch(lambda state: None), on_start_epoch(lambda state: None)]).run(1)
     assert record.unread == [("training", True), ("validation", True)]
+
+
+def built_in_callbacks(folder, per_batch):
+    """Built-in callbacks with batch hooks that read the per-batch metric values only when set to act per batch."""
+    return [
+        callbacks.EarlyStopping(monitor="running_loss", patience=10**6, step_on_batch=per_batch),
+        callbacks.CSVLogger(str(folder / "log.csv"), batch_granularity=per_batch),
+        callbacks.Interval(str(folder / "model.pt"), period=10**6, on_batch=per_batch),
+        callbacks.StepLR(step_size=10**6, step_on_batch=per_batch),
+        callbacks.TensorBoard(str(folder / "tb"), write_graph=False, write_batch_metrics=per_batch),
+        callbacks.GradientNormClipping(10.0),
+        callbacks.L2WeightDecay(1e-6),
+    ]
+
+
+@pytest.mark.parametrize("per_batch", [False, True], ids=["per epoch", "per batch"])
+def test_built_in_callbacks_set_to_act_per_epoch_leave_the_values_unread(per_batch, tmp_path):
+    record = RecordUnread()
+    make_trial([record, *built_in_callbacks(tmp_path, per_batch)]).run(1)
+    training_unread = not per_batch
+    assert record.unread == [("training", training_unread), ("validation", training_unread)]
+
+
+class ReadsNothing(Callback):
+    def on_step_training(self, state):
+        self.batches = state[torchbearer.BATCH]
+
+    def reads_batch_metrics(self):
+        return False
+
+
+def test_a_callback_with_a_batch_hook_may_declare_that_it_reads_no_metric_values():
+    record = RecordUnread()
+    make_trial([record, ReadsNothing()]).run(1)
+    assert record.unread == [("training", True), ("validation", True)]
+    record = RecordUnread()
+    make_trial([record, on_step_training(lambda state: None)]).run(1)
+    assert record.unread == [("training", False), ("validation", True)]

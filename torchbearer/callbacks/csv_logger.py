@@ -129,6 +129,9 @@ class CSVLogger(Callback):
     def _batch_starts(self, state: dict) -> None:
         self._batch_row_due = True
 
+    def reads_batch_metrics(self) -> bool:
+        return self.batch_granularity
+
     def on_step_training(self, state: dict) -> None:
         if self.batch_granularity:
             # state[METRICS] is a LazyMetrics: reading its items moves the batch's values to the host (a sync).

@@ -393,6 +393,9 @@ class TensorBoard(AbstractTensorBoard):
             name = "epoch" if self.visdom else f"epoch-{state[torchbearer.EPOCH]}"
             self._open_batch_writer(os.path.join(self.log_dir, name), self.visdom_params)
 
+    def reads_batch_metrics(self) -> bool:
+        return self.write_batch_metrics
+
     def on_step_training(self, state: dict) -> None:
         self._write_batch_metrics(state)
 
@@ -530,6 +533,9 @@ class TensorBoardText(AbstractTensorBoard):
             params.LOG_TO_FILENAME = os.path.join(self.log_dir, "batch", "log.log")
         params.ENV = f"{params.ENV}-batch"
         return params
+
+    def reads_batch_metrics(self) -> bool:
+        return self.write_batch_metrics
 
     def on_step_training(self, state: dict) -> None:
         batch = state[torchbearer.BATCH]
