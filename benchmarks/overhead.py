@@ -126,7 +126,7 @@ class RawLoop(Side):
             loss.backward()
             self.optimizer.step()
             batch_correct = (output.argmax(1) == y).sum()
-            loss_sum += loss.detach()
+            loss_sum += loss.detach() * y.numel()  # every sample counts once in the epoch mean
             correct += batch_correct
             seen += y.numel()
             self.window.append(torch.stack((loss.detach(), batch_correct / y.numel())))
@@ -138,7 +138,7 @@ class RawLoop(Side):
                     bar.set_postfix(running_loss=running[0].item(), running_acc=running[1].item())
                     bar._shown = time.monotonic()
             yield
-        train = {"loss": loss_sum.item() / len(self.train_loader), "acc": correct.item() / seen}
+        train = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
         train["running_loss"], train["running_acc"] = running.tolist()
         if bar is not None:
             bar.set_postfix(train)
@@ -151,11 +151,11 @@ class RawLoop(Side):
             for x, y in self.val_loader:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 output = self.model(x)
-                loss_sum += self.criterion(output, y)
+                loss_sum += self.criterion(output, y) * y.numel()
                 correct += (output.argmax(1) == y).sum()
                 seen += y.numel()
                 yield
-        self.history = {**train, "val_loss": loss_sum.item() / len(self.val_loader), "val_acc": correct.item() / seen}
+        self.history = {**train, "val_loss": loss_sum.item() / seen, "val_acc": correct.item() / seen}
 
 
 class TrialLoop(Side):
@@ -165,7 +165,7 @@ class TrialLoop(Side):
         super().__init__(workload, device, progress)
         self.trial = Trial(self.model, self.optimizer, self.criterion, metrics=["acc", "loss"], verbose=0)
         self.after_batch: Callable[[], None] = lambda: None
-        if drives:  # hand over from inside the loaders: a callback would change what Trial computes per batch
+        if drives:  # hand over from inside the loaders, so that each loop's batch (fetch, step, metrics) runs whole
             self.trial.with_generators(_HandingOver(self.train_loader, self), _HandingOver(self.val_loader, self))
         else:
             self.trial.with_generators(self.train_loader, self.val_loader)
@@ -178,8 +178,7 @@ class TrialLoop(Side):
 
     def drive(self, after_batch: Callable[[], None]) -> None:
         """One epoch that calls ``after_batch()`` after every batch but the last of each pass, when the
-        next batch is loaded (built with ``drives=True``); a callback would make Trial compute the
-        per-batch metric values that nothing reads without one (see ``BATCH_METRICS_UNREAD``)."""
+        next batch is loaded (built with ``drives=True``)."""
         self.after_batch = after_batch
         self.epoch()
 

@@ -6,7 +6,7 @@ from torch import nn
 
 import torchbearer
 from torchbearer import Trial
-from torchbearer.calling import call_criterion, call_model, forward, loss_on_outputs
+from torchbearer.calling import call_criterion, call_model
 from torchbearer.errors import BatchError, CriterionError, ModelCallError
 
 
@@ -51,12 +51,12 @@ def test_pass_state_forces_the_state_keyword():
     assert received == [["state"]]
 
 
-# The general calls and the plain pass's calls (conventions known) raise the same errors.
-LOSS_CALLS = {
-    "call_criterion": lambda criterion, y_pred, y_true: call_criterion({}, criterion, y_pred, y_true),
-    "loss_on_outputs": loss_on_outputs,
-}
-MODEL_CALLS = {"call_model": lambda model, x: call_model({}, model, x), "forward": forward}
+def _loss(criterion, y_pred, y_true):
+    return call_criterion({"y_pred": y_pred, "y_true": y_true}, criterion, "y_pred", "y_true")
+
+
+LOSS_CALLS = {"call_criterion": _loss}
+MODEL_CALLS = {"call_model": lambda model, x: call_model({}, model, x)}
 
 
 @pytest.mark.parametrize("compute_loss", LOSS_CALLS.values(), ids=LOSS_CALLS)
@@ -95,12 +95,12 @@ def test_model_error_names_the_model_and_input(call):
         call(nn.Linear(3, 1), torch.randn(2, 5))
 
 
-def test_forward_spreads_a_list_or_tuple_input():
+def test_call_model_spreads_a_list_or_tuple_input():
     def add(first, second):
         return first + second
 
-    assert forward(add, [torch.ones(2), torch.ones(2)]).tolist() == [2.0, 2.0]
-    assert forward(add, (torch.ones(1), torch.zeros(1))).tolist() == [1.0]
+    assert call_model({}, add, [torch.ones(2), torch.ones(2)]).tolist() == [2.0, 2.0]
+    assert call_model({}, add, (torch.ones(1), torch.zeros(1))).tolist() == [1.0]
 
 
 def test_none_input_error_says_no_data_was_given():
@@ -159,7 +159,7 @@ def test_the_calling_decision_is_made_once_even_for_unhashable_criteria_and_drop
     monkeypatch.setattr(calling, "_signature", lambda fn: inspections.append(type(fn)) or signature(fn))
     criterion = Scaled()
     for _ in range(3):
-        call_criterion({}, criterion, torch.ones(2, requires_grad=True), torch.zeros(2))
+        _loss(criterion, torch.ones(2, requires_grad=True), torch.zeros(2))
     assert len(inspections) == 1
     identity = id(criterion)
     assert identity in calling._STATE_CRITERION

@@ -1,8 +1,12 @@
-"""Metric values move to the host once per pass, or when a reader asks for one."""
+"""Metric values are computed when read and move to the host once per pass."""
 
+import copy
+import pickle
+
+import pytest
 import torch
 
-from torchbearer.metric_values import LazyMetrics, end_of_pass, to_python
+from torchbearer.metric_values import LazyValues, end_of_pass, to_python
 
 
 def test_to_python_converts_scalars_vectors_and_keeps_other_values():
@@ -24,21 +28,58 @@ def test_to_python_copies_each_device_to_the_host_once(monkeypatch):
     assert len(calls) == 1
 
 
-def test_lazy_metrics_convert_only_what_is_read():
-    metrics = LazyMetrics({"read": torch.tensor(1.5), "unread": torch.tensor(2.5)})
-    assert metrics["read"] == 1.5 and isinstance(metrics["read"], float)
-    assert isinstance(dict.__getitem__(metrics, "unread"), torch.Tensor)
-    assert list(metrics) == ["read", "unread"] and "unread" in metrics
+def counting(values):
+    calls = []
+
+    def source():
+        calls.append(1)
+        return dict(values)
+
+    return LazyValues(source), calls
 
 
-def test_copies_of_lazy_metrics_hold_numbers():
-    metrics = LazyMetrics({"loss": torch.tensor(0.5)})
-    assert dict(metrics) == {"loss": 0.5} and {**metrics} == {"loss": 0.5}
-    assert dict(metrics.items()) == {"loss": 0.5} and list(metrics.values()) == [0.5]
+def test_lazy_values_are_computed_once_at_the_first_read_and_keep_their_type():
+    values, calls = counting({"loss": torch.tensor(0.5)})
+    assert calls == []
+    assert isinstance(values["loss"], torch.Tensor) and calls == [1]
+    assert list(values) == ["loss"] and len(values) == 1 and calls == [1]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda values: "loss" in values,
+        lambda values: list(values),
+        lambda values: len(values),
+        lambda values: dict(values),
+        lambda values: {**values},
+        lambda values: values.get("loss"),
+        lambda values: list(values.items()),
+        lambda values: values == {"loss": 1},
+        lambda values: repr(values),
+        lambda values: copy.copy(values),
+    ],
+)
+def test_every_way_of_reading_computes_the_values(read):
+    values, calls = counting({"loss": 1})
+    read(values)
+    assert calls == [1] and dict(values) == {"loss": 1}
+
+
+def test_a_value_written_before_the_first_read_is_kept():
+    values, _ = counting({"loss": 1})
+    values["mine"] = 2
+    assert dict(values) == {"loss": 1, "mine": 2}
+
+
+def test_lazy_values_pickle_as_a_plain_dict():
+    values, _ = counting({"loss": 1.5})
+    restored = pickle.loads(pickle.dumps(values))
+    assert type(restored) is dict and restored == {"loss": 1.5}
 
 
 def test_end_of_pass_merges_final_values_after_batch_values():
-    merged = end_of_pass(LazyMetrics({"running_loss": torch.tensor(1.0)}), {"loss": torch.tensor(0.5)})
+    merged = end_of_pass(LazyValues(lambda: {"running_loss": torch.tensor(1.0)}), {"loss": torch.tensor(0.5)})
     assert merged == {"running_loss": 1.0, "loss": 0.5} and list(merged) == ["running_loss", "loss"]
 
 

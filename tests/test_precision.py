@@ -161,73 +161,7 @@ def test_a_step_pre_hook_runs_before_the_closure_as_with_step_closure():
     assert seen == [True]  # the hook ran before the closure computed the first gradients
 
 
-def test_plain_sgd_steps_the_same_with_and_without_the_closure_shortcut():
-    x, y = _regression_data()
-    weights = []
-    for optimizer_class in (torch.optim.SGD, type("SGDSubclass", (torch.optim.SGD,), {})):
-        torch.manual_seed(0)
-        model = nn.Linear(4, 1)
-        optimizer = optimizer_class(model.parameters(), lr=0.05, momentum=0.9)
-        Trial(model, optimizer, nn.MSELoss(), verbose=0).with_train_data(x, y, batch_size=8, shuffle=False,
-                                                                          num_workers=0).run(3)  # fmt: skip
-        weights.append(model.weight.detach().clone())
-    assert torch.equal(weights[0], weights[1])  # the subclass takes optimizer.step(closure)
-
-
-def _pass_state(trial):
-    from torchbearer.loading import load_batch_standard
-    from torchbearer.trial import TRAIN_DATA
-
-    state = trial._call_state(1)
-    trial._prepare_pass(state, TRAIN_DATA, load_batch_standard)
-    return state
-
-
-@pytest.mark.parametrize(
-    "configure, plain",
-    [
-        (lambda trial: trial, True),
-        (lambda trial: trial.with_precision("bf16"), False),
-        (lambda trial: trial.with_accumulation(2), False),
-        (lambda trial: trial.state.update({torchbearer.BACKWARD_ARGS: {"retain_graph": True}}), False),
-    ],
-)
-def test_only_a_plain_pass_swaps_the_standard_closure_for_its_plain_variant(configure, plain):
-    from torchbearer.precision import training_step
-
-    trial = _trial(nn.Linear(4, 1))
-    configure(trial)
-    x, y = _regression_data(8)
-    trial.with_train_data(x, y, batch_size=4, num_workers=0)
-    _, closure = training_step(_pass_state(trial), trial.closure)
-    assert (closure is not trial.closure) == plain
-
-
-def test_a_model_or_criterion_of_unknown_convention_keeps_the_general_closure():
-    from torchbearer.precision import training_step
-
-    model = nn.Linear(4, 1)
-    trial = _trial(model)
-    trial.state[torchbearer.MODEL] = lambda *inputs, **options: model(*inputs)  # **options: may take state
-    x, y = _regression_data(8)
-    trial.with_train_data(x, y, batch_size=4, num_workers=0)
-    _, closure = training_step(_pass_state(trial), trial.closure)
-    assert closure is trial.closure
-
-
-def test_the_plain_closure_trains_exactly_as_the_general_one():
-    x, y = _regression_data()
-    weights = []
-    for backward_args in ({}, {"retain_graph": False}):  # the second is not plain, with the same meaning
-        torch.manual_seed(0)
-        trial = _trial(nn.Linear(4, 1))
-        trial.state[torchbearer.BACKWARD_ARGS] = backward_args
-        trial.with_train_data(x, y, batch_size=8, shuffle=False, num_workers=0).run(3)
-        weights.append(trial.state[torchbearer.MODEL].weight.detach().clone())
-    assert torch.equal(weights[0], weights[1])
-
-
-def test_a_model_swapped_during_a_plain_pass_is_called_the_general_way():
+def test_a_model_swapped_during_a_pass_is_called_by_its_own_convention():
     class TakesState(nn.Module):
         def __init__(self):
             super().__init__()

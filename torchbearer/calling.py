@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -172,26 +172,11 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
     args = x if isinstance(x, (list, tuple)) else (x,)
-    known = _PASS_STATE.get(id(model))  # _known(_PASS_STATE, model), inline: this runs every batch
-    takes_state = known[1] if known is not None and known[0]() is model else None
+    takes_state = model_takes_state(model)
     if takes_state is None:
-        takes_state = model_takes_state(model)
-        if takes_state is None:
-            return _call_model_and_learn(state, model, args, x)
+        return _call_model_and_learn(state, model, args, x)
     try:
         return model(*args, state=state) if takes_state else model(*args)
-    except _MODEL_FAILURES as error:
-        raise _explain_model_error(error, model, x) from error
-
-
-def forward(model: Any, x: Any) -> Any:
-    """``model(*x)`` (or ``model(x)``) for a model that does not take state, with :func:`call_model`'s errors.
-
-    Raises:
-        ModelCallError: the forward pass failed; the message names the model and the input.
-    """
-    try:
-        return model(*x) if isinstance(x, (list, tuple)) else model(x)
     except _MODEL_FAILURES as error:
         raise _explain_model_error(error, model, x) from error
 
@@ -235,47 +220,35 @@ def _takes_state(criterion: Any) -> bool | None:
     return False if len(positional) >= 2 else None
 
 
-def call_criterion(state: dict, criterion: Any, y_pred: Any, y_true: Any) -> Any:
-    """Compute the loss: ``criterion(state)`` or ``criterion(*y_pred, *y_true)``.
+def call_criterion(state: Mapping, criterion: Any, y_pred_key: Any, y_true_key: Any) -> Any:
+    """Compute the loss: ``criterion(state)`` or ``criterion(*state[y_pred_key], *state[y_true_key])``.
+
+    A criterion of the state alone is called without reading the prediction or the target, so a
+    closure may name a target key that is not in the state (0.5's two-closure GAN does).
 
     Raises:
         CriterionError: the criterion failed on the prediction and target (both are described),
             returned a loss that is not a single value, or, with gradients enabled (training), returned
             something that is not a tensor or a tensor that does not require grad.
     """
-    known = _STATE_CRITERION.get(id(criterion))  # _known(_STATE_CRITERION, criterion), inline as in call_model
-    takes_state = known[1] if known is not None and known[0]() is criterion else None
-    if takes_state is None:
-        takes_state = criterion_takes_state(criterion)
-    if takes_state is None:
+    takes_state = criterion_takes_state(criterion)
+    if takes_state is None:  # an opaque callable: 0.5's rule, try the state first and remember what worked
         try:
             loss = criterion(state)
             _remember(_STATE_CRITERION, criterion, True)
         except TypeError:
-            loss = _call_on_outputs(criterion, y_pred, y_true)
+            loss = _call_on_outputs(criterion, state[y_pred_key], state[y_true_key])
             _remember(_STATE_CRITERION, criterion, False)
     elif takes_state:
         loss = criterion(state)
     else:
-        loss = _call_on_outputs(criterion, y_pred, y_true)
-    return checked_loss(criterion, loss, y_pred)
+        loss = _call_on_outputs(criterion, state[y_pred_key], state[y_true_key])
+    return checked_loss(criterion, loss, state.get(y_pred_key))
 
 
 def criterion_takes_state(criterion: Any) -> bool | None:
     """Whether :func:`call_criterion` calls ``criterion(state)`` (else on the outputs); None while not known."""
     return _decided(_STATE_CRITERION, criterion, _takes_state)
-
-
-def loss_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
-    """``criterion(*y_pred, *y_true)`` with :func:`call_criterion`'s checks, for a criterion of the outputs.
-
-    Raises:
-        CriterionError: as :func:`call_criterion`.
-    """
-    loss = _call_on_outputs(criterion, y_pred, y_true)
-    if type(loss) is torch.Tensor and loss.requires_grad and loss.numel() == 1:  # a training loss: nothing to check
-        return loss
-    return checked_loss(criterion, loss, y_pred)
 
 
 def checked_loss(criterion: Any, loss: Any, y_pred: Any) -> Any:
@@ -285,6 +258,8 @@ def checked_loss(criterion: Any, loss: Any, y_pred: Any) -> Any:
         CriterionError: the loss is not a tensor (in training), has more than one value, or does not
             require grad in training.
     """
+    if type(loss) is torch.Tensor and loss.requires_grad and loss.numel() == 1:  # a training loss: nothing to check
+        return loss
     if not isinstance(loss, torch.Tensor):
         if torch.is_grad_enabled():  # training: backward needs a tensor
             raise CriterionError(

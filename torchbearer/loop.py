@@ -1,31 +1,34 @@
 """The passes of a fitting loop: one short function each, every step of a batch in plain sight.
 
-Metric values stay on the device while a pass runs (``LazyMetrics``) and are moved to the host
-once, at the end of the pass (``to_python``).
+A training batch is :func:`training_step`; the closure it runs inside the optimizer step is, by
+default, :func:`forward_backward` right below it. Metric values stay on the device while a pass
+runs and are computed only when something reads them (see :mod:`torchbearer.metric_values`); they
+become Python numbers once, at the end of the pass.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import torch
 
-from torchbearer.calling import call_criterion, call_model, criterion_takes_state, model_takes_state
+from torchbearer.calling import call_criterion, call_model
 from torchbearer.distributed import stop_agreement
-from torchbearer.loading import load_batch_standard
-from torchbearer.metric_values import LazyMetrics, end_of_pass
-from torchbearer.precision import autocast, training_step
+from torchbearer.metric_values import end_of_pass
+from torchbearer.precision import autocast, backward, ends_accumulation, no_sync, starts_accumulation
 from torchbearer.state import (
     BATCH,
-    BATCH_METRICS_UNREAD,
     CALLBACK_LIST,
     CRITERION,
     DATA,
+    GRAD_SCALER,
     LOSS,
     METRIC_LIST,
     METRICS,
     MODEL,
+    OPTIMIZER,
     SAMPLER,
     STEPS,
     STOP_TRAINING,
@@ -35,72 +38,96 @@ from torchbearer.state import (
 )
 
 
+class ClosureKeys(NamedTuple):
+    """The state keys a closure reads and writes (see :func:`torchbearer.bases.base_closure`)."""
+
+    x: Any
+    model: Any
+    y_pred: Any
+    y_true: Any
+    criterion: Any
+    loss: Any
+    optimizer: Any
+
+
+STANDARD_KEYS = ClosureKeys(X, MODEL, Y_PRED, Y_TRUE, CRITERION, LOSS, OPTIMIZER)
+
+
+def training_step(state: dict, closure: Callable[[dict], Any]) -> None:
+    """One training batch: load → ``on_sample`` → optimizer step over ``closure`` (by default
+    :func:`forward_backward`: zero_grad → forward → ``on_forward`` → criterion → ``on_criterion`` →
+    backward → ``on_backward``) → metrics → ``on_step_training``.
+
+    Nothing here waits for the device: the metric values are computed when something reads them.
+    """
+    callbacks, optimizer, scaler = state[CALLBACK_LIST], state[OPTIMIZER], state.get(GRAD_SCALER)
+    state[SAMPLER](state)  # the next batch into X and Y_TRUE
+    callbacks.on_sample(state)
+    if not ends_accumulation(state):  # gradient accumulation: add this batch's gradients, step later
+        with no_sync(state[MODEL]):  # under DDP the gradients are all-reduced on the group's last batch only
+            closure(state)
+    elif scaler is not None:  # fp16: step unless the gradients overflowed, then adapt the loss scale
+        closure(state)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step(lambda: closure(state))
+    state[METRICS] = state[METRIC_LIST].process(state.data)
+    callbacks.on_step_training(state)
+
+
+def forward_backward(state: dict, keys: ClosureKeys = STANDARD_KEYS) -> Any:
+    """The standard closure: zero_grad → forward → ``on_forward`` → criterion → ``on_criterion`` →
+    backward → ``on_backward``; returns the loss (so LBFGS can re-evaluate it).
+
+    Mixed precision autocasts the forward pass and the criterion; with gradient accumulation the
+    gradients are zeroed at the first batch of each group and each loss is divided over the group.
+    """
+    callbacks = state[CALLBACK_LIST]
+    if starts_accumulation(state):
+        state[keys.optimizer].zero_grad()
+    with autocast(state):  # a no-op at full precision
+        state[keys.y_pred] = call_model(state, state[keys.model], state[keys.x])
+        callbacks.on_forward(state)
+        state[keys.loss] = call_criterion(state, state[keys.criterion], keys.y_pred, keys.y_true)
+        callbacks.on_criterion(state)
+    backward(state, state[keys.loss])  # divided over an accumulation group, scaled for fp16
+    callbacks.on_backward(state)
+    return state[keys.loss]
+
+
 def batch_indices(steps: int, first: int = 0) -> Iterable[int]:
     """Batch numbers for a pass from ``first``: up to ``steps``, or unbounded for ``-1``."""
     return itertools.count(first) if steps == -1 else range(first, max(steps, 0))
 
 
-TRAINING_BATCH_HOOKS = ("on_sample", "on_forward", "on_criterion", "on_backward", "on_step_training")
-VALIDATION_BATCH_HOOKS = (
-    "on_sample_validation", "on_forward_validation", "on_criterion_validation", "on_step_validation"
-)  # fmt: skip
+def set_training(model: Any, training: bool) -> None:
+    """Put a module in training or evaluation mode; a model without modes (a plain function) is left alone."""
+    switch = getattr(model, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
 
 
-def batch_metrics_unread(state: dict, hooks: Iterable[str], calls_read_no_state: bool) -> bool:
-    """Whether nothing can read this pass's per-batch metric values before the pass ends.
+def train_pass(state: dict, closure: Callable[[dict], Any], first_batch: int = 0) -> None:
+    """One training pass of :func:`training_step`, between ``on_start_training`` and ``on_end_training``.
 
-    True when no callback with one of the pass's batch ``hooks`` may read them (see
-    ``Callback.reads_batch_metrics``), the batch loader is the standard one and
-    ``calls_read_no_state`` (the model, criterion and closure are called without the state). Metric
-    trees then compute the values less often (see ``MetricTree``); what they report at the end of
-    the pass is the same.
-    """
-    callbacks = state[CALLBACK_LIST]
-    read = not hasattr(callbacks, "may_read_batch_metrics") or callbacks.may_read_batch_metrics(hooks)
-    return calls_read_no_state and not read and state[SAMPLER] is load_batch_standard
-
-
-def _tensors_only(state: dict) -> bool:
-    """Whether the model and the criterion are known to be called on tensors, not on the state."""
-    return model_takes_state(state[MODEL]) is False and criterion_takes_state(state[CRITERION]) is False
-
-
-def _standard_closure(state: dict, closure: Callable[[dict], object]) -> bool:
-    """Whether ``closure`` is a standard one (``base_closure``) over a model and criterion that take no state."""
-    plain_for = getattr(closure, "plain_for", None)
-    return plain_for is not None and plain_for(state) is not None
-
-
-def train_pass(state: dict, closure: Callable[[dict], object], first_batch: int = 0) -> None:
-    """One training pass: for each batch, load → ``on_sample`` → optimizer step over the closure
-    (zero_grad → forward → criterion → backward) → metrics → ``on_step_training``.
-
-    Nothing here waits for the device: metric values stay tensors until the end of the pass. A pass
-    resumed at ``first_batch`` > 0 keeps the metric totals the Trial restored.
+    A pass resumed at ``first_batch`` > 0 keeps the metric totals the Trial restored. Under torchrun
+    every rank stops at the batch where the first one sets ``STOP_TRAINING``.
     """
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
-    detached = state.data  # a live read-only view: built once, it sees every batch's values
-    state[MODEL].train()
+    set_training(state[MODEL], True)
     if first_batch == 0:
         metric_list.train()
         metric_list.reset(state)
-    state[METRICS] = LazyMetrics()
+    state[METRICS] = {}
     callbacks.on_start_training(state)
-    state[BATCH_METRICS_UNREAD] = batch_metrics_unread(state, TRAINING_BATCH_HOOKS, _standard_closure(state, closure))
-    step, closure = training_step(state, closure)  # decided once per pass, e.g. a plain fp32 closure
     agree_to_stop = stop_agreement(state)  # under torchrun: every rank stops when one does; else None
     for batch in batch_indices(state[STEPS], first_batch):
         state[BATCH] = batch
-        state[SAMPLER](state)
-        callbacks.on_sample(state)
-        step(state, closure)  # zero_grad → forward → criterion → backward, then the optimizer step
-        state[METRICS] = LazyMetrics(metric_list.process(detached))
-        callbacks.on_step_training(state)
-        stop = state[STOP_TRAINING] if agree_to_stop is None else agree_to_stop(state)
-        if stop:
+        training_step(state, closure)
+        if state[STOP_TRAINING] if agree_to_stop is None else agree_to_stop(state):
             break
-    final = metric_list.process_final(detached)
-    state[METRICS] = end_of_pass(state[METRICS], final)
+    state[METRICS] = end_of_pass(state[METRICS], metric_list.process_final(state.data))
     callbacks.on_end_training(state)
 
 
@@ -108,13 +135,11 @@ def validation_pass(state: dict) -> None:
     """One evaluation pass without gradients: load → forward → criterion (if there are targets) →
     metrics, with the ``*_validation`` hooks between them."""
     callbacks, metric_list = state[CALLBACK_LIST], state[METRIC_LIST]
-    detached = state.data
-    state[MODEL].eval()
+    set_training(state[MODEL], False)
     metric_list.eval(data_key=state[DATA])
     metric_list.reset(state)
-    state[METRICS] = LazyMetrics()
+    state[METRICS] = {}
     callbacks.on_start_validation(state)
-    state[BATCH_METRICS_UNREAD] = batch_metrics_unread(state, VALIDATION_BATCH_HOOKS, _tensors_only(state))
     precision = autocast(state)  # decided once per pass; at full precision a no-op
     with torch.no_grad():
         for batch in batch_indices(state[STEPS]):
@@ -125,14 +150,13 @@ def validation_pass(state: dict) -> None:
                 state[Y_PRED] = call_model(state, state[MODEL], state[X])
                 callbacks.on_forward_validation(state)
                 if Y_TRUE in state:
-                    state[LOSS] = call_criterion(state, state[CRITERION], state[Y_PRED], state[Y_TRUE])
+                    state[LOSS] = call_criterion(state, state[CRITERION], Y_PRED, Y_TRUE)
                     callbacks.on_criterion_validation(state)
             if Y_TRUE in state:
-                state[METRICS] = LazyMetrics(metric_list.process(detached))
+                state[METRICS] = metric_list.process(state.data)
             callbacks.on_step_validation(state)
             if state[STOP_TRAINING]:
                 break
         if Y_TRUE in state:
-            final = metric_list.process_final(detached)
-            state[METRICS] = end_of_pass(state[METRICS], final)
+            state[METRICS] = end_of_pass(state[METRICS], metric_list.process_final(state.data))
     callbacks.on_end_validation(state)

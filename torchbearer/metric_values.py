@@ -1,59 +1,81 @@
-"""Moving metric values from the device to Python numbers, as rarely as possible.
+"""Metric values: computed when something reads them, moved to the host once per pass.
 
-Metrics return tensors that stay on the device while a pass runs. At the end of a pass
-:func:`to_python` moves every tensor in a metrics dict to the host in one transfer. During a pass
-the per-batch dict is a :class:`LazyMetrics`: reading a value converts (and caches) just that
-value, so a batch nobody reads costs no host-device synchronisation.
+During a pass ``state[METRICS]`` is a :class:`LazyValues`: a dict that asks the metrics for its
+contents the first time anything reads it (item access, iteration, ``len``, ``in``, a copy, ...).
+A batch whose values nobody reads costs no metric work beyond the per-batch root values, and a
+reader always sees the values of its batch. Values keep the type the metric produced: a tensor
+stays a tensor on its device, and nothing waits for the device unless the reader asks for a
+Python number.
+
+At the end of a pass :func:`to_python` moves every tensor to the host in one transfer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 
-def _as_number(value: Any) -> Any:
-    if not isinstance(value, torch.Tensor):
-        return value
-    value = value.detach()
-    return value.item() if value.numel() == 1 and value.dim() == 0 else value.tolist()
+class LazyValues(dict):
+    """A dict of metric values computed by ``source()`` when it is first read (or changed).
 
+    Args:
+        source: Returns the values (a dict); called at most once.
 
-class LazyMetrics(dict):
-    """A metrics dict whose tensor values become Python numbers when they are read.
-
-    Iterating keys, ``len`` and ``in`` never touch the device; ``[]``, ``get``, ``items`` and
-    ``values`` convert what they return (a CPU-GPU sync point, paid only by the reader).
+    Example:
+        >>> values = LazyValues(lambda: {'acc': 0.5})
+        >>> values['acc']
+        0.5
     """
 
-    def __getitem__(self, key: Any) -> Any:
-        value = dict.__getitem__(self, key)
-        if isinstance(value, torch.Tensor):
-            value = _as_number(value)
-            dict.__setitem__(self, key, value)
-        return value
+    __slots__ = ("_source", "__weakref__")
 
-    # Overriding iteration makes dict(metrics) and {**metrics} go through __getitem__ (CPython copies
-    # a dict subclass with its own __iter__ key by key), so copies hold numbers too.
-    def __iter__(self) -> Iterator[Any]:
-        return dict.__iter__(self)
+    def __init__(self, source: Callable[[], dict]) -> None:
+        super().__init__()
+        self._source: Callable[[], dict] | None = source
 
-    def keys(self):  # type: ignore[override]
-        return dict.keys(self)
+    def fill(self, values: dict | None = None) -> None:
+        """Compute the values now (or take ``values``), if not done yet."""
+        source, self._source = self._source, None
+        if source is not None:
+            dict.update(self, source() if values is None else values)
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self else default
+    @property
+    def filled(self) -> bool:
+        """Whether the values have been computed."""
+        return self._source is None
 
-    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
-        return iter([(key, self[key]) for key in self])
+    def __reduce__(self) -> tuple:  # pickles, copies and torch.save see a plain dict of the values
+        self.fill()
+        return dict, (dict(dict.items(self)),)
 
-    def values(self) -> Iterator[Any]:  # type: ignore[override]
-        return iter([self[key] for key in self])
 
-    def copy(self) -> LazyMetrics:
-        return LazyMetrics(dict.items(self))
+def _filling(name: str) -> Callable:
+    method = getattr(dict, name)
+
+    def read(self: LazyValues, *args: Any, **kwargs: Any) -> Any:
+        if self._source is not None:
+            self.fill()
+        for other in args:  # values == other_values, values | other_values: both computed
+            if type(other) is LazyValues:
+                other.fill()
+        return method(self, *args, **kwargs)
+
+    read.__name__ = name
+    return read
+
+
+# Every dict method that reads or changes the contents computes them first. Overriding __iter__ also
+# makes dict(values) and {**values} go through keys() and item access, so copies see the values too.
+for _name in (
+    "__getitem__", "__contains__", "__iter__", "__len__", "__repr__", "__eq__", "__ne__", "__or__", "__ror__",
+    "__ior__", "__reversed__", "__setitem__", "__delitem__", "keys", "values", "items", "get", "copy", "pop",
+    "popitem", "setdefault", "update", "clear",
+):  # fmt: skip
+    setattr(LazyValues, _name, _filling(_name))
+LazyValues.__hash__ = None  # type: ignore[assignment]  # a dict: unhashable
 
 
 def to_python(metrics: dict) -> dict:
@@ -64,13 +86,13 @@ def to_python(metrics: dict) -> dict:
     device already idle). Each dtype travels as itself, so an int64 count stays exact next to a
     float32 mean.
     """
-    result = dict(dict.items(metrics))
+    result = dict(metrics.items())
     tensors = {key: value.detach() for key, value in result.items() if isinstance(value, torch.Tensor)}
     groups: dict[tuple[torch.device, torch.dtype], list] = {}
     for key, tensor in tensors.items():
         groups.setdefault((tensor.device, tensor.dtype), []).append(key)
     for keys in groups.values():
-        host = torch.cat([tensors[key].reshape(-1) for key in keys]).cpu()
+        host = torch.cat([tensors[key].reshape(-1) for key in keys]).cpu()  # a CPU-GPU sync point, once per pass
         numbers = host.tolist()
         offset = 0
         for key in keys:
@@ -86,6 +108,6 @@ def to_python(metrics: dict) -> dict:
 
 def end_of_pass(batch_metrics: dict, final_metrics: dict | None) -> dict:
     """The last batch's values updated with the pass's final values, as Python numbers (one sync)."""
-    merged = dict(dict.items(batch_metrics))
+    merged = dict(batch_metrics.items())
     merged.update(final_metrics or {})
     return to_python(merged)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchbearer.bases import Metric
+from torchbearer.base_classes import Metric
 
 __keys__: list[str] = []
 
@@ -208,5 +208,3 @@ AUTOCAST_DTYPE = state_key("autocast_dtype")
 GRAD_SCALER = state_key("grad_scaler")
 ACCUMULATION_STEPS = state_key("accumulation_steps")
 PREFETCH = state_key("prefetch")
-# Set by each pass: True when nothing can read the per-batch metric values before the pass ends (see loop.py)
-BATCH_METRICS_UNREAD = state_key("batch_metrics_unread")

@@ -33,7 +33,7 @@ from torchbearer.loading import (
     load_batch_predict,
     load_batch_standard,
 )
-from torchbearer.loop import train_pass, validation_pass
+from torchbearer.loop import set_training, train_pass, validation_pass
 from torchbearer.metrics import MetricList
 from torchbearer.state import (
     ACCUMULATION_STEPS,
@@ -582,7 +582,7 @@ class Trial:
             state[ITERATOR] = self._iterator(state[GENERATOR])
             validation_pass(state)
             final_metrics = {**final_metrics, **state[METRICS]}
-            state[MODEL].train()
+            set_training(state[MODEL], True)
             state[METRIC_LIST].train()
         state[METRICS] = final_metrics
         callbacks.on_end_epoch(state)
@@ -734,13 +734,13 @@ class Trial:
     # ----------------------------------------------------------------------------------- modes and devices
     def train(self) -> Trial:
         """Put the model and metrics in training mode."""
-        self.state[MODEL].train()
+        set_training(self.state[MODEL], True)
         self.state[METRIC_LIST].train()
         return self
 
     def eval(self) -> Trial:
         """Put the model and metrics in evaluation mode."""
-        self.state[MODEL].eval()
+        set_training(self.state[MODEL], False)
         if DATA in self.state:
             self.state[METRIC_LIST].eval(data_key=self.state[DATA])
         else:

@@ -6,7 +6,7 @@ import torch
 import torchbearer
 from torchbearer.bases import Callback
 from torchbearer.callbacks.csv_logger import CSVLogger
-from torchbearer.metric_values import LazyMetrics
+from torchbearer.metric_values import LazyValues
 
 
 def _read(path, separator=","):
@@ -49,7 +49,7 @@ def test_batch_granularity_header_lists_every_column_and_rows_align(classificati
 
     class RecordLoss(Callback):
         def on_step_training(self, state):
-            seen_losses.append(state[torchbearer.METRICS]["running_loss"])
+            seen_losses.append(float(state[torchbearer.METRICS]["running_loss"]))
 
     trial = _trial(classification_data, [CSVLogger(str(path), batch_granularity=True), RecordLoss()])
     history = trial.run(2)
@@ -168,7 +168,7 @@ def test_batch_rows_hold_numbers_read_from_lazy_tensor_metrics(tmp_path):
     state = {
         torchbearer.EPOCH: 0,
         torchbearer.BATCH: 3,
-        torchbearer.METRICS: LazyMetrics(running_loss=torch.tensor(0.5)),
+        torchbearer.METRICS: LazyValues(lambda: {"running_loss": torch.tensor(0.5)}),
     }
     logger.on_step_training(state)
     logger.on_end({})
@@ -214,7 +214,9 @@ def test_ranks_other_than_zero_write_no_file(tmp_path, monkeypatch):
     path = tmp_path / "log.csv"
     logger = CSVLogger(str(path), batch_granularity=True)
     logger.on_start({})
-    logger.on_step_training({torchbearer.EPOCH: 0, torchbearer.BATCH: 0, torchbearer.METRICS: LazyMetrics(loss=0.5)})
+    logger.on_step_training(
+        {torchbearer.EPOCH: 0, torchbearer.BATCH: 0, torchbearer.METRICS: LazyValues(lambda: {"loss": 0.5})}
+    )
     logger.on_end_epoch(_epoch_state(0, loss=0.5))
     logger.on_end({})
 

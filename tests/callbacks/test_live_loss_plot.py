@@ -56,7 +56,7 @@ def test_batch_plot_logs_every_training_step_and_draws_every_batch_step_size(tmp
 
     @on_step_training
     def record(state):
-        seen.append(state[torchbearer.METRICS]["running_loss"])
+        seen.append(float(state[torchbearer.METRICS]["running_loss"]))
 
     output = MatplotlibPlot(figpath=str(tmp_path / "batch_{i}.png"))
     plot = LiveLossPlot(on_batch=True, batch_step_size=3, on_epoch=False, outputs=[output])

@@ -10,7 +10,7 @@ import torchbearer
 from torchbearer import magics
 from torchbearer.callbacks import CallbackList
 from torchbearer.callbacks.printer import ConsolePrinter, Tqdm
-from torchbearer.metric_values import LazyMetrics
+from torchbearer.metric_values import LazyValues
 
 RUNNING = {"running_acc": 0.0, "running_loss": 1.191919}
 FINAL = {"acc": 0.25, "loss": 1.123585, **RUNNING}
@@ -69,7 +69,9 @@ def test_console_printer_rounds_lists_elementwise_and_shows_other_values_as_text
 
 def test_console_printer_reads_lazy_device_metrics_as_numbers(capsys):
     state = _pass_state()
-    state[torchbearer.METRICS] = LazyMetrics(loss=torch.tensor(0.5), per_class=torch.tensor([0.25, 0.125]))
+    state[torchbearer.METRICS] = LazyValues(
+        lambda: {"loss": torch.tensor(0.5), "per_class": torch.tensor([0.25, 0.125])}
+    )
 
     ConsolePrinter().on_end_training(state)
 

@@ -5,7 +5,7 @@ import torch
 
 from torchbearer.bases import Metric
 from torchbearer.metric_values import to_python
-from torchbearer.metrics import Masked, Mean, MetricTree, RunningMean, RunningMetric, Std, ToDict, Unequal, Var
+from torchbearer.metrics import Masked, Mean, MetricTree, RunningMean, RunningMetric, Std, ToDict, Var
 
 from .helpers import split
 
@@ -187,7 +187,7 @@ class Echo(Metric):
 
 
 class OneAtATime(Metric):
-    """Wraps an aggregator but hides ``takes_groups``, so a tree hands it every value as it comes."""
+    """Wraps an aggregator but hides ``process_group``, so a tree hands it every value on its own."""
 
     def __init__(self, metric):
         super().__init__(metric.name)
@@ -256,17 +256,6 @@ def test_a_tree_with_a_child_that_needs_every_value_hands_each_one_over():
     assert tree.process({"v": 5.0}) == {"seen": 5.0}
 
 
-def test_unequal_masks_count_like_tensor_masks():
-    targets = [torch.tensor([0, -100, 2]), torch.tensor([-100, -100, 1]), torch.tensor([3, 3, 3])]
-    values = [torch.tensor([1.0, 7.0, 0.0]), torch.tensor([5.0, 5.0, 1.0]), torch.tensor([1.0, 1.0, 0.0])]
-    lazy = [Masked(value, Unequal(target, -100)) for value, target in zip(values, targets)]
-    eager = [Masked(value, target != -100) for value, target in zip(values, targets)]
-    assert feed(Mean("m"), lazy) == pytest.approx(feed(Mean("m"), eager)) == pytest.approx(4 / 6)
-    window = RunningMean("r", step_size=1)
-    window.train()
-    assert running(window, lazy) == pytest.approx([0.5, 0.75, (0.5 + 1 + 2 / 3) / 3])
-
-
 def test_a_running_window_fed_in_blocks_keeps_the_newest_values():
     metric = RunningMean("r", batch_size=5, step_size=4)
     metric.train()
@@ -280,7 +269,7 @@ def test_a_running_window_fed_in_blocks_keeps_the_newest_values():
 
 def test_a_smaller_last_batch_is_summed_with_its_own_kind():
     values = [torch.rand(8) for _ in range(5)] + [torch.rand(3)]
-    masked = [Masked(torch.rand(4), Unequal(torch.tensor([0, -100, 1, 1]), -100)), Masked(torch.rand(2), torch.ones(2))]
+    masked = [Masked(torch.rand(4), torch.tensor([0, -100, 1, 1]) != -100), Masked(torch.rand(2), torch.ones(2))]
     expected = torch.cat(values).mean().item()
     assert feed(Mean("m"), values) == pytest.approx(expected, rel=1e-6)
     kept = torch.cat([masked[0].values[torch.tensor([0, 2, 3])], masked[1].values])

@@ -125,3 +125,41 @@ def test_running_mean_window_spans_epochs_in_a_trial():
     # 4 batches per epoch; each epoch's value is computed on its first batch only (step 100)
     assert history[0]["running_counter_probe"] == 1.0
     assert history[1]["running_counter_probe"] == pytest.approx(sum(range(1, 6)) / 5)
+
+
+def _evaluation(batch_size, shuffle, seed=0):
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(359, 4, generator=generator), torch.randint(0, 3, (359,), generator=generator)
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+    trial = Trial(model, None, nn.CrossEntropyLoss(), metrics=["loss", "acc"], verbose=0).with_val_generator(loader)
+    with torch.no_grad():
+        per_sample = nn.functional.cross_entropy(model(x), y, reduction="none").mean().item()
+    return trial, per_sample
+
+
+def test_the_epoch_loss_weighs_every_sample_once_whatever_the_order_of_the_batches():
+    trial, per_sample = _evaluation(batch_size=256, shuffle=True)
+    first, second = trial.evaluate()["val_loss"], trial.evaluate()["val_loss"]
+    assert first == pytest.approx(second, abs=1e-6)
+    assert first == pytest.approx(per_sample, abs=1e-6)
+
+
+def test_the_epoch_loss_does_not_depend_on_the_batch_size():
+    small, per_sample = _evaluation(batch_size=7, shuffle=False)
+    large, _ = _evaluation(batch_size=64, shuffle=False)
+    assert small.evaluate()["val_loss"] == pytest.approx(large.evaluate()["val_loss"], abs=1e-6)
+    assert large.evaluate()["val_loss"] == pytest.approx(per_sample, abs=1e-6)
+
+
+def test_a_mean_decorated_metric_of_one_number_per_batch_weighs_each_sample_once():
+    @metrics.mean
+    @metrics.lambda_metric("mean_target")
+    def mean_target(y_pred, y_true):
+        return y_true.float().mean()
+
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    trial = Trial(nn.Linear(4, 3), None, nn.CrossEntropyLoss(), metrics=[mean_target], verbose=0)
+    trial.with_val_data(torch.randn(7, 4), y, batch_size=3, shuffle=False)
+    assert trial.evaluate()["val_mean_target"] == pytest.approx(y.float().mean().item())

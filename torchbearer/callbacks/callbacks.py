@@ -54,7 +54,7 @@ class _NonFiniteLossWarning(Callback):
             return
         invalid = {
             str(key): value
-            for key, value in dict.items(metrics)
+            for key, value in metrics.items()
             if _is_loss(key) and isinstance(value, float) and not math.isfinite(value)
         }
         if invalid:
@@ -148,12 +148,6 @@ class CallbackList(Callback):
             self._dispatch[hook] = bound
         return bound
 
-    def may_read_batch_metrics(self, hooks: Iterable[str]) -> bool:
-        """Whether a callback called at one of ``hooks`` (names such as ``'on_step_training'``) may read the
-        per-batch metric values: see :meth:`~torchbearer.bases.Callback.reads_batch_metrics` (a hook that is
-        not a callback's method may read them)."""
-        return any(_may_read_batch_metrics(bound) for hook in hooks for bound in self._hooks(hook))
-
     def _stops_on_nan(self) -> bool:
         from torchbearer.callbacks.terminate_on_nan import TerminateOnNaN  # here: the package is still importing
 
@@ -191,11 +185,6 @@ class CallbackList(Callback):
 
     def __str__(self) -> str:
         return str([str(callback) for callback in self.callback_list])
-
-
-def _may_read_batch_metrics(bound_hook: Any) -> bool:
-    callback = getattr(bound_hook, "__self__", None)
-    return not isinstance(callback, Callback) or callback.reads_batch_metrics()
 
 
 def _no_listener(state: dict) -> None:

@@ -269,9 +269,6 @@ class Interval(_Checkpointer):
         self.epochs_since_last_save = state_dict["epochs"]
         return self
 
-    def reads_batch_metrics(self) -> bool:
-        return self.on_batch  # a file name may hold metric values
-
     def on_step_training(self, state: dict) -> None:
         if self.on_batch:
             self._count(state)

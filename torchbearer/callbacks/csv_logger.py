@@ -10,6 +10,7 @@ from typing import Any, TextIO
 import torchbearer
 from torchbearer.bases import Callback
 from torchbearer.distributed import is_rank_zero
+from torchbearer.metric_values import to_python
 
 
 def _read_rows(filename: str, separator: str) -> list[list[str]]:
@@ -129,13 +130,9 @@ class CSVLogger(Callback):
     def _batch_starts(self, state: dict) -> None:
         self._batch_row_due = True
 
-    def reads_batch_metrics(self) -> bool:
-        return self.batch_granularity
-
     def on_step_training(self, state: dict) -> None:
         if self.batch_granularity:
-            # state[METRICS] is a LazyMetrics: reading its items moves the batch's values to the host (a sync).
-            metrics = dict(state[torchbearer.METRICS].items())
+            metrics = to_python(state[torchbearer.METRICS])  # a CPU-GPU sync point, every batch
             self._write_row({"epoch": state[torchbearer.EPOCH], "batch": state[torchbearer.BATCH], **metrics})
             self._batch_row_due = False
 

@@ -77,9 +77,6 @@ class EarlyStopping(Callback):
         self.best = state_dict["best"]
         return self
 
-    def reads_batch_metrics(self) -> bool:
-        return self.step_on_batch
-
     def on_step_training(self, state: dict) -> None:
         if self.step_on_batch:  # reads a per-batch metric: one host-device sync per training batch
             self.step(state)

@@ -37,11 +37,8 @@ class _GradientClipper(Callback):
         if self.params is None:
             self.params = trainable_params(state)
 
-    def reads_batch_metrics(self) -> bool:
-        return False
-
     def on_backward(self, state: dict) -> None:
-        if not precision.steps_optimizer(state):  # clip the accumulated gradients, once per step
+        if not precision.ends_accumulation(state):  # clip the accumulated gradients, once per step
             return
         precision.unscale_gradients(state)
         self._clip()

@@ -106,8 +106,8 @@ class LiveLossPlot(Callback):
         self._pending_batches = []
 
     def _record_batch(self, state: dict) -> None:
-        # dict.items reads the raw (possibly on-device) values of a LazyMetrics without converting them.
-        self._pending_batches.append(dict(dict.items(state[torchbearer.METRICS])))
+        # The batch's values as they are (possibly on the device): moved to the host a group at a time.
+        self._pending_batches.append(dict(state[torchbearer.METRICS]))
         if not self.draw_once and state[torchbearer.BATCH] % self.batch_step_size == 0:
             self._flush_batches()
             _send_quietly(self.batch_plt)

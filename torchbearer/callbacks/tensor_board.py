@@ -27,6 +27,7 @@ import torchbearer
 from torchbearer.bases import Callback
 from torchbearer.devices import unwrap_model
 from torchbearer.distributed import is_fsdp_model, is_rank_zero
+from torchbearer.metric_values import to_python
 
 
 class VisdomParams:
@@ -393,9 +394,6 @@ class TensorBoard(AbstractTensorBoard):
             name = "epoch" if self.visdom else f"epoch-{state[torchbearer.EPOCH]}"
             self._open_batch_writer(os.path.join(self.log_dir, name), self.visdom_params)
 
-    def reads_batch_metrics(self) -> bool:
-        return self.write_batch_metrics
-
     def on_step_training(self, state: dict) -> None:
         self._write_batch_metrics(state)
 
@@ -408,9 +406,8 @@ class TensorBoard(AbstractTensorBoard):
         step = state[torchbearer.BATCH]
         if self.visdom:
             step += state[torchbearer.EPOCH] * (state.get(torchbearer.TRAIN_STEPS) or 0)
-        # state[METRICS] is a LazyMetrics: reading its items moves the values to the host, a sync every
-        # batch_step_size batches.
-        for name, value in state[torchbearer.METRICS].items():
+        # Moving the batch's values to the host is a CPU-GPU sync point, every batch_step_size batches.
+        for name, value in to_python(state[torchbearer.METRICS]).items():
             self._add_scalar(self.batch_writer, "batch", name, value, step)
 
     def on_end_epoch(self, state: dict) -> None:
@@ -505,8 +502,8 @@ class TensorBoardText(AbstractTensorBoard):
         return "<table><tr><th>Metric</th><th>Value</th></tr>" + "".join(rows) + "</table>"
 
     def _metrics_table(self, state: dict) -> str:
-        # Reading a LazyMetrics' items moves the values to the host (a sync on logged batch steps).
-        return self.table_formatter(str(dict(state[torchbearer.METRICS].items())))
+        # Moving the values to the host is a CPU-GPU sync point (on logged batch steps).
+        return self.table_formatter(str(to_python(state[torchbearer.METRICS])))
 
     def on_start(self, state: dict) -> None:
         super().on_start(state)
@@ -533,9 +530,6 @@ class TensorBoardText(AbstractTensorBoard):
             params.LOG_TO_FILENAME = os.path.join(self.log_dir, "batch", "log.log")
         params.ENV = f"{params.ENV}-batch"
         return params
-
-    def reads_batch_metrics(self) -> bool:
-        return self.write_batch_metrics
 
     def on_step_training(self, state: dict) -> None:
         batch = state[torchbearer.BATCH]

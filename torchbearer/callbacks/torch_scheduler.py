@@ -86,9 +86,6 @@ class TorchScheduler(Callback):
         elif self._scheduler is None or self._scheduler.optimizer is not optimizer:
             self._scheduler = self._build(optimizer, last_epoch=state.get(EPOCH, 0) - 1)
 
-    def reads_batch_metrics(self) -> bool:
-        return self._step_on_batch  # a plateau scheduler stepped per batch reads its monitored metric
-
     def on_step_training(self, state: dict) -> None:
         if self._step_on_batch:
             self._step(state)

@@ -35,9 +35,6 @@ class WeightDecay(Callback):
         if self.params is None:
             self.params = list(state[MODEL].parameters())
 
-    def reads_batch_metrics(self) -> bool:
-        return False
-
     def on_criterion(self, state: dict) -> None:
         penalty = sum(torch.linalg.vector_norm(param, ord=self.p) for param in self.params)
         # Out of place, so a leaf loss (a criterion's fresh tensor) works too and no caller's tensor changes.

@@ -10,8 +10,8 @@ from torchbearer.metrics.aggregators import Mean, RunningMean, RunningMetric, St
 from torchbearer.metrics.decorators import default_for_key, lambda_metric, mean, running_mean, std, to_dict, var
 from torchbearer.metrics.default import DefaultAccuracy
 from torchbearer.metrics.lr import LR
-from torchbearer.metrics.masked import Masked, Unequal
-from torchbearer.metrics.metrics import AdvancedMetric, MetricList, MetricTree, add_default, get_default
+from torchbearer.metrics.masked import Masked
+from torchbearer.metrics.metrics import AdvancedMetric, MetricList, MetricTree, add_default, feed_group, get_default
 from torchbearer.metrics.primitives import (
     BinaryAccuracy,
     CategoricalAccuracy,
@@ -35,7 +35,6 @@ __all__ = [
     "EpochLambda",
     "Loss",
     "Masked",
-    "Unequal",
     "Mean",
     "MeanSquaredError",
     "Metric",
@@ -51,6 +50,7 @@ __all__ = [
     "Var",
     "add_default",
     "default_for_key",
+    "feed_group",
     "get_default",
     "lambda_metric",
     "mean",

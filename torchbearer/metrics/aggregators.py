@@ -1,15 +1,21 @@
 """Aggregators: metrics that summarise their parent's per-batch output over a pass or a window of batches.
 
-They run every batch, so they never move a value to the host: totals, counts and windows are
-device tensors, and every result is a tensor that the Trial converts to a Python number with all
-the others at the end of the pass. A :class:`~torchbearer.metrics.masked.Masked` input counts only
-its unmasked entries. ``None`` inputs (no value this batch) are skipped.
+They never move a value to the host: totals, counts and windows are device tensors, and every
+result is a tensor that the Trial converts to a Python number with all the others at the end of
+the pass. A :class:`~torchbearer.metrics.masked.Masked` input counts only its unmasked entries.
+``None`` inputs (no value this batch) are skipped.
+
+Inside a ``MetricTree`` an aggregator receives the values of several batches at once, when
+something reads its output or a few dozen batches have waited (see :mod:`torchbearer.metrics.metrics`).
+:class:`Mean` and :class:`RunningMetric` take such a group through the optional
+``process_group(values, samples)``; ``process(value)`` is the same for a group of one.
 """
 
 from __future__ import annotations
 
 import abc
 import collections
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +23,6 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.distributed import cross_rank
 from torchbearer.metrics.masked import (
-    Batches,
     Count,
     Dim,
     as_weighted,
@@ -29,9 +34,6 @@ from torchbearer.metrics.masked import (
 )
 from torchbearer.metrics.metrics import AdvancedMetric
 
-_GROUP_SIZE = 32
-"""Batches a :class:`Mean` collects before summing them together (bounds the memory they hold)."""
-
 
 def _snapshot(value: Any) -> Any:
     """A copy of a tensor (so later in-place updates cannot reach a saved state); other values as they are."""
@@ -39,18 +41,17 @@ def _snapshot(value: Any) -> Any:
 
 
 class Mean(Metric):
-    """Mean of every value seen in the pass (element-weighted: every sample counts once).
+    """Mean over the pass, in which every sample counts once.
 
-    For per-sample accuracies this is the accuracy over all samples; for a scalar loss per batch,
-    the mean of the batch losses. A pass without values gives ``None``.
+    A value with one entry per sample (an accuracy) adds each (unmasked) entry. A single number
+    per batch (a loss, the mean over its batch) counts once for each sample of its batch when
+    the tree knows how many there are, so the mean over the pass does not depend on the batch
+    size, the order of the batches or the number of processes. A pass without values gives ``None``.
 
     Args:
         name: The metric's name.
         dim: Dimension(s) to average over; ``None`` for all.
     """
-
-    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
-    takes_batches = True  # ... or already stacked, as Batches
 
     def __init__(self, name: str, dim: Dim = None) -> None:
         super().__init__(name)
@@ -58,42 +59,15 @@ class Mean(Metric):
         self.reset({})
 
     def process(self, *args: Any) -> None:
-        if args[0] is None:
-            return
-        self._pending.append(args[0])  # summed a group at a time: a few device operations per group
-        self._batches += 1
-        if len(self._pending) >= _GROUP_SIZE:
-            self._fold()
+        return self.process_group(args[:1], (None,))
 
-    def process_group(self, values: list | Batches) -> None:
-        """The same as :meth:`process` on each of ``values`` in turn."""
-        if type(values) is Batches:  # already stacked: summed now
-            self._add(values)
-            self._batches += len(values)
-            return
-        present = [value for value in values if value is not None]
-        self._pending.extend(present)
-        self._batches += len(present)
-        if len(self._pending) >= _GROUP_SIZE:
-            self._fold()
-
-    def values_until_output(self) -> int:
-        """How many values may wait before they reach this metric: any number, its per-batch output is always None."""
-        return _GROUP_SIZE
-
-    def _fold(self) -> None:
-        """Add the pending batches to the running total and count."""
-        if self._pending:
-            self._add(self._pending)
-            self._pending = []
-
-    def _add(self, values: list | Batches) -> None:
-        """Add a group's sum and entry count to the running total and count."""
-        total, count = sum_and_count(values, self._dim)
+    def process_group(self, values: Sequence[Any], samples: Sequence[int | None]) -> None:
+        """Add a group of batches: their values and the number of samples in each (see :func:`sum_and_count`)."""
+        total, count = sum_and_count(values, samples, self._dim)
         self._total, self._count = self._total + total, self._count + count
+        self._batches += sum(value is not None for value in values)
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
-        self._fold()
         total, count, batches = self._total, self._count, self._batches
         if self._ranks is not None:  # a distributed pass: the sums of every rank
             total, count, batches = self._ranks.sum(total, count, batches)
@@ -103,12 +77,10 @@ class Mean(Metric):
         self._total: Any = 0.0
         self._count: Count = 0
         self._batches = 0
-        self._pending: list = []
         self._ranks = cross_rank(state)
 
     def state_dict(self) -> dict:
         """The pass's total, count and number of batches so far."""
-        self._fold()
         return {"total": _snapshot(self._total), "count": _snapshot(self._count), "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict) -> Mean:
@@ -270,18 +242,19 @@ class _Window:
 class RunningMetric(AdvancedMetric, abc.ABC):
     """A statistic over the last ``batch_size`` per-batch values, reported on every training batch.
 
-    Each call stores the value from :meth:`_process_train` in a device ring buffer; calls number 0,
+    Each batch's value from :meth:`_process_train` joins a window on the device; calls number 0,
     ``step_size``, ``2 * step_size``, ... since the last :meth:`reset` recompute :meth:`_step` over
     the window, and every call returns the latest result. ``reset`` only restarts the call count:
     the window carries over from one epoch to the next. Nothing is reported in evaluation mode.
+
+    A group of batches (``process_group``) gives the same result as processing them one by one,
+    with :meth:`_step` run once, at the group's last recomputation.
 
     Args:
         name: The metric's name.
         batch_size: Number of batches in the window.
         step_size: Calls between two recomputations.
     """
-
-    takes_groups = True  # see MetricTree: values may arrive a few batches at a time
 
     def __init__(self, name: str, batch_size: int = 50, step_size: int = 10) -> None:
         super().__init__(name)
@@ -300,29 +273,31 @@ class RunningMetric(AdvancedMetric, abc.ABC):
         """The statistic of the window: stored values stacked on dim 0, oldest first (valid during the call)."""
 
     def process_train(self, *args: Any) -> Any:
-        value = self._process_train(*args)
-        if value is not None:
-            self._window.push(torch.as_tensor(value).detach())
-        if self._calls % self._step_size == 0 and len(self._window):
+        return self.process_group(args[:1], (None,))
+
+    def process_group(self, values: Sequence[Any], samples: Sequence[int | None]) -> Any:
+        """Take a group of batches' values (``samples`` is not used); returns the latest result."""
+        if self._validating:
+            outputs = [self.process_validate(value) for value in values]
+            return outputs[-1] if outputs else None
+        count, first_step = len(values), (-self._calls) % self._step_size  # group index of the next recomputation
+        self._calls += count
+        if first_step >= count:  # no recomputation in this group
+            self._push(values)
+            return self._result
+        last_step = first_step + (count - 1 - first_step) // self._step_size * self._step_size
+        self._push(values[: last_step + 1])
+        if len(self._window):
             self._result = self._step(self._window.values())
-        self._calls += 1
+        self._push(values[last_step + 1 :])
         return self._result
 
-    def process_group(self, values: list) -> Any:
-        """The same as :meth:`process` on each of ``values`` in turn; returns the last output."""
-        output = None
+    def _push(self, values: Sequence[Any]) -> None:
+        """Add the values of consecutive batches to the window."""
         for value in values:
-            output = self.process(value)
-        return output
-
-    def values_until_output(self) -> int:
-        """How many values may wait before they reach this metric: up to and including the next recomputation.
-
-        Its output changes only at those calls during training, and never during evaluation.
-        """
-        if self._validating:
-            return _GROUP_SIZE
-        return (-self._calls) % self._step_size + 1
+            value = self._process_train(value)
+            if value is not None:
+                self._window.push(torch.as_tensor(value).detach())
 
     def process_final_train(self, *args: Any) -> Any:
         return self._result
@@ -352,7 +327,8 @@ class RunningMetric(AdvancedMetric, abc.ABC):
 class RunningMean(RunningMetric):
     """Mean of the per-batch means of the last ``batch_size`` batches (a smoothed training curve).
 
-    A batch whose samples are all masked out does not enter the mean.
+    Every batch counts once, as in torchbearer 0.5, whatever its size. A batch whose samples are
+    all masked out does not enter the mean.
 
     Args:
         name: The metric's name.
@@ -361,70 +337,18 @@ class RunningMean(RunningMetric):
         dim: Dimension(s) each batch is averaged over; ``None`` for all.
     """
 
-    takes_batches = True  # see MetricTree: values may arrive stacked, as Batches
-
     def __init__(self, name: str, batch_size: int = 50, step_size: int = 10, dim: Dim = None) -> None:
         super().__init__(name, batch_size, step_size)
         self._dim = dim
-        self._pending: list = []
 
     def _process_train(self, *args: Any) -> torch.Tensor | None:
         """The batch mean stacked with its weight: 1, or 0 when the batch had no unmasked entries."""
-        return None if args[0] is None else batch_means([args[0]], self._dim)[0]
+        blocks = batch_means(args[:1], self._dim)
+        return blocks[0][0] if blocks else None
 
-    def process_train(self, *args: Any) -> Any:
-        return self._take(args[:1])
-
-    def process_group(self, values: list | Batches) -> Any:
-        if self._validating:
-            if type(self).process_validate is AdvancedMetric.process_validate:
-                return None  # nothing to report in evaluation, for any number of batches
-            return super().process_group(values.split() if type(values) is Batches else values)
-        return self._take_batches(values) if type(values) is Batches else self._take(values)
-
-    def _take_batches(self, batches: Batches) -> Any:
-        """:meth:`_take` for values already stacked. Their batch means join the window at once, cut after
-        the last recomputation inside the group (usually its last batch) so that the window read there
-        ends at that batch."""
-        rows = batch_means(batches, self._dim)
-        self._flush()  # values that came one by one before these
-        count, first = len(batches), (-self._calls) % self._step_size
-        self._calls += count
-        if first >= count:  # no recomputation in this group
+    def _push(self, values: Sequence[Any]) -> None:
+        for rows in batch_means(values, self._dim):  # the group's batch means in a few device operations
             self._window.push_rows(rows)
-            return self._result
-        end = first + (count - 1 - first) // self._step_size * self._step_size + 1
-        self._window.push_rows(rows if end == count else rows[:end])
-        self._result = self._step(self._window.values())
-        if end < count:
-            self._window.push_rows(rows[end:])
-        return self._result
-
-    def _take(self, values: Any) -> Any:
-        # Batch means are taken a group at a time, when the window is next read: a few device
-        # operations per ``step_size`` batches instead of several per batch.
-        for value in values:
-            if value is not None:
-                self._pending.append(value)
-            if self._calls % self._step_size == 0:
-                self._flush()
-                if len(self._window):
-                    self._result = self._step(self._window.values())
-            self._calls += 1
-        return self._result
-
-    def _flush(self) -> None:
-        if self._pending:
-            self._window.push_rows(batch_means(self._pending, self._dim))
-            self._pending = []
-
-    def state_dict(self) -> dict:
-        self._flush()
-        return super().state_dict()
-
-    def load_state_dict(self, state_dict: dict) -> RunningMean:
-        self._pending = []
-        return super().load_state_dict(state_dict)
 
     def _step(self, window: torch.Tensor) -> torch.Tensor:
         # A batch with no entries has mean 0 as well as weight 0, so the weighted sum is the plain sum.

@@ -7,9 +7,11 @@ filled when :mod:`torchbearer.metrics` is imported (the built-ins register thems
 
 from __future__ import annotations
 
+import collections
 import difflib
 import warnings
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +19,8 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.calling import describe
 from torchbearer.errors import ConfigurationTypeError, MetricError, TorchbearerWarning, UnknownMetricError
-from torchbearer.state import BATCH_METRICS_UNREAD, Y_PRED, Y_TRUE
+from torchbearer.metric_values import LazyValues
+from torchbearer.state import Y_PRED, Y_TRUE, StateKey, X
 
 _DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
 
@@ -61,15 +64,30 @@ def _merge_into(merged: dict, metric: Metric, output: Any, method: str) -> None:
     Raises:
         TypeError: the output is neither a dict nor ``None``.
     """
-    if output is None:
-        return
-    if type(output) is not dict and not isinstance(output, dict):
+    if output is not None:
+        _check_output(metric, output, method)
+        merged.update(output)
+
+
+def _merged(outputs: list[dict]) -> dict:
+    merged: dict = {}
+    for output in outputs:
+        merged.update(output)
+    return merged
+
+
+def _check_output(metric: Metric, output: Any, method: str) -> None:
+    """Raise unless ``output`` is a dict of values.
+
+    Raises:
+        TypeError: the output is not a dict.
+    """
+    if not isinstance(output, dict):
         raise TypeError(
             f"metric {metric.name!r} returned a {type(output).__name__} from {method}; a top-level metric "
             "must return a {name: value} dict or None. Wrap it with torchbearer.metrics.to_dict or an "
             "aggregator such as torchbearer.metrics.mean"
         )
-    merged.update(output)
 
 
 def _check_is_a_list(metric_list: Any) -> None:
@@ -182,11 +200,16 @@ class MetricList(Metric):
     def process(self, *args: Any) -> dict:
         """Per-batch values of every metric, merged (computed without gradients).
 
+        Returns:
+            A dict that merges the metrics' outputs when it is first read (see
+            :class:`~torchbearer.metric_values.LazyValues`): trees compute their statistics then.
+
         Raises:
             MetricError: a metric failed with a ``RuntimeError``, ``IndexError``, ``ValueError`` or
                 ``TypeError`` (the prediction and target are described; a ``KeyError`` passes unchanged).
+            TypeError: a metric returned something other than a dict or ``None``.
         """
-        merged: dict = {}
+        outputs: list[dict] = []
         grad_was_enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)  # what torch.no_grad() does, without its three Python calls per batch
         try:
@@ -197,13 +220,12 @@ class MetricList(Metric):
                     raise
                 except _METRIC_FAILURES as error:
                     raise _metric_error(metric, args, error) from error
-                if type(output) is dict:  # the common cases, checked inline: this runs for every metric every batch
-                    merged.update(output)
-                elif output is not None:
-                    _merge_into(merged, metric, output, "process")
+                if output is not None:
+                    _check_output(metric, output, "process")
+                    outputs.append(output)
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
-        return merged
+        return LazyValues(lambda: _merged(outputs))
 
     @torch.no_grad()
     def process_final(self, *args: Any) -> dict:
@@ -280,18 +302,55 @@ def _name_matches(metric: Metric, saved_name: str) -> bool:
     An ``'acc'`` that has not yet seen its criterion has no final name: it keeps the state and
     checks the name itself once the criterion resolves it.
     """
-    from torchbearer.metrics.default import DefaultAccuracy  # here: that module imports this one
-
-    if isinstance(metric, DefaultAccuracy) and not metric.resolved:
+    if getattr(metric, "resolved", True) is False:  # a DefaultAccuracy that has not chosen yet
         return True
     return str(metric) == saved_name
 
 
-_UNREAD_GROUP = 64  # batches a grouped tree holds when nothing reads its per-batch outputs
+PENDING_BATCHES = 64
+"""The most batches whose root values a :class:`MetricTree` holds before its children take them, when nothing
+reads the tree's values sooner: it bounds the memory held (a few values per batch) and groups the work."""
 
 
-def _takes_groups(metric: Metric) -> bool:
-    return getattr(metric, "takes_groups", False)
+def feed_group(metric: Metric, values: Sequence[Any], samples: Sequence[int | None]) -> Any:
+    """Give ``metric`` the values of consecutive batches and return its output for the last one.
+
+    A metric with ``process_group(values, samples)`` takes them at once (the built-in aggregators do,
+    in a few device operations for the whole group); any other gets ``process(value)`` for each.
+
+    Args:
+        metric: A child of a :class:`MetricTree`.
+        values: The root's value for each batch, oldest first.
+        samples: The number of samples in each batch (``None`` where unknown).
+    """
+    process_group = getattr(metric, "process_group", None)
+    if process_group is not None:
+        return process_group(values, samples)
+    output = None
+    for value in values:
+        output = metric.process(value)
+    return output
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, (list, tuple)):
+        return next((item for item in value if isinstance(item, torch.Tensor)), None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _samples_in(args: tuple, value: Any) -> int | None:
+    """How many samples a single-number value (a loss) stands for: the batch size of the state's
+    targets, else of its inputs; ``None`` for other values or when there is no state."""
+    if not (isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+        return None
+    state = args[0] if args else None
+    if not isinstance(state, Mapping):
+        return None
+    for key in (Y_TRUE, X):
+        tensor = _first_tensor(state[key]) if key in state else None
+        if tensor is not None and tensor.dim() > 0:
+            return tensor.shape[0]
+    return None
 
 
 class MetricTree(Metric):
@@ -300,23 +359,12 @@ class MetricTree(Metric):
     If the root returns a dict, its first value is passed on. The root's own value is not part of
     the output.
 
-    When every child takes values in groups (the built-in aggregators do: they have ``takes_groups``,
-    ``process_group(values)`` and ``values_until_output()``), the tree keeps the root's values and
-    hands them over a few batches at a time, just before a child's output can change; until then
-    it returns the children's latest outputs. The results are those of handing every value over at
-    once, at a fraction of the per-batch cost.
-
-    A root can defer its own work the same way: if it has ``batch_inputs(state)`` (what ``process``
-    reads, held for later) and ``process_batches(inputs)`` (``process`` for a group of batches,
-    returning a list of values or :class:`~torchbearer.metrics.masked.Batches`), and every child has
-    ``takes_batches``, the tree holds the inputs and the root computes a group's values at once
-    (the built-in accuracy and loss do).
-
-    In a pass whose state has ``BATCH_METRICS_UNREAD`` set (nothing can read the per-batch values,
-    see ``torchbearer.loop``), a grouped tree hands values over every ``64`` batches instead, and
-    its ``process_final`` also returns its children's latest per-batch outputs under their final
-    values, so that the end of the pass sees the same values. (The first batch of a pass is still
-    handed over at once: it gives the per-batch values their keys, in order.)
+    The root runs on every batch; the children take its values when something reads the tree's
+    output (the dict :meth:`process` returns computes itself when read), or once
+    :data:`PENDING_BATCHES` values wait, or at the end of the pass. A reader always sees the
+    values of its own batch, also when it keeps a batch's dict to read after later batches. A
+    single-number value (a loss) is handed over with the number of samples of its batch, so that
+    :class:`~torchbearer.metrics.Mean` weighs every sample once.
 
     Args:
         metric: The root metric; the tree takes its name.
@@ -330,112 +378,99 @@ class MetricTree(Metric):
         super().__init__(metric.name)
         self.root = metric
         self.children: list[Metric] = []
-        self._grouped: bool | None = None  # whether every child takes groups; None: not checked since a change
-        self._defers_root = False  # whether the root's values are computed a group at a time too
-        self._pending: list = []  # root values (or, deferring, root inputs) the children have not seen yet
-        self._deliver_at = 1  # how many pending values the children can wait for
-        self._unread = False  # whether nothing reads the outputs before the pass ends (BATCH_METRICS_UNREAD)
-        self._outputs: dict = {}  # the children's outputs after the last hand-over
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        self._pending: list = []  # root values the children have not taken yet, oldest first
+        self._samples: list = []  # the number of samples of each pending batch
+        self._versions: list = []  # each pending tensor value's version counter, to notice in-place changes
+        self._unread: collections.deque = collections.deque()  # (batch, weak reference to its values) not read
+        self._batches = 0  # batches processed since the last reset
+        self._taken = 0  # batches whose values the children have taken
+        self._outputs: dict = {}  # the children's outputs for the last batch they took
 
     def add_child(self, child: Metric) -> None:
         """Append a metric that receives the root's output."""
-        self._deliver()
+        self._catch_up(self._batches)
         self.children.append(child)
-        self._grouped = None
 
     @staticmethod
     def _unwrap(value: Any) -> Any:
         return next(iter(value.values())) if isinstance(value, dict) else value
 
-    def _decide_grouping(self, state: Any) -> None:
-        self._grouped = bool(self.children) and all(_takes_groups(child) for child in self.children)
-        self._defers_root = (
-            self._grouped
-            and callable(getattr(self.root, "process_batches", None))
-            and all(getattr(child, "takes_batches", False) for child in self.children)
-        )
-        self._unread = self._grouped and isinstance(state, Mapping) and state.get(BATCH_METRICS_UNREAD) is True
-
     def process(self, *args: Any) -> dict:
-        if self._grouped is None:
-            self._decide_grouping(args[0] if args else None)
-        if self._defers_root:
-            self._pending.append(self.root.batch_inputs(*args))
-        else:
-            value = self.root.process(*args)
-            if isinstance(value, dict):
-                value = next(iter(value.values()))
-            if not self._grouped:
-                return self._process_children(value)
-            self._pending.append(value)
-        if len(self._pending) >= self._deliver_at:
-            self._deliver()
-        return self._outputs.copy()  # a copy: the caller may change it
+        if len(self._pending) >= PENDING_BATCHES:
+            self._catch_up(self._batches)
+        value = self._unwrap(self.root.process(*args))
+        if isinstance(self.root, StateKey) and isinstance(value, torch.Tensor):
+            value = value.clone()  # the state's own tensor, which later batches may change in place
+        self._pending.append(value)
+        self._samples.append(_samples_in(args, value))
+        self._versions.append(value._version if type(value) is torch.Tensor else None)
+        self._batches += 1
+        batch = self._batches
+        values = LazyValues(lambda: self._values_at(batch))
+        self._unread.append((batch, weakref.ref(values)))
+        return values
 
-    def _process_children(self, value: Any) -> dict:
-        merged: dict = {}
-        for child in self.children:
-            output = child.process(value)
-            if type(output) is dict:  # inline, as in MetricList.process
-                merged.update(output)
-            elif output is not None:
-                _merge_into(merged, child, output, "process")
-        return merged
+    def _values_at(self, batch: int) -> dict:
+        self._catch_up(batch)
+        return dict(self._outputs)
 
-    def _deliver(self) -> None:
-        """Hand the pending values to the children (computed first if the root defers) and keep their outputs."""
-        if not self._pending:
+    def _catch_up(self, batch: int) -> None:
+        """Hand the children the values up to ``batch``; the values of an earlier batch that someone still
+        holds unread are computed on the way, so that they stay those of their batch."""
+        while self._unread and self._unread[0][0] <= batch:
+            held_batch, reference = self._unread.popleft()
+            held = reference()
+            if held is not None and not held.filled:
+                self._hand_over(held_batch)
+                held.fill(dict(self._outputs))
+        self._hand_over(batch)
+
+    def _hand_over(self, batch: int) -> None:
+        count = batch - self._taken
+        if count <= 0:
             return
-        values = self.root.process_batches(self._pending) if self._defers_root else self._pending
-        self._pending = []
+        values, samples, versions = self._pending[:count], self._samples[:count], self._versions[:count]
+        del self._pending[:count], self._samples[:count], self._versions[:count]
+        self._taken = batch
+        _check_unchanged(self, values, versions)
         outputs: dict = {}
         for child in self.children:
-            _merge_into(outputs, child, child.process_group(values), "process")
+            _merge_into(outputs, child, feed_group(child, values, samples), "process")
         self._outputs = outputs
-        self._deliver_at = (
-            _UNREAD_GROUP if self._unread else min(child.values_until_output() for child in self.children)
-        )
-
-    def _restart(self) -> None:
-        """Forget pending values and outputs: the children's state is about to be replaced or reset."""
-        self._pending, self._defers_root = [], False
-        self._new_pass()
-
-    def _new_pass(self) -> None:
-        """Forget the outputs and the grouping, decided again at the next batch (a new pass may differ)."""
-        self._outputs, self._deliver_at, self._grouped, self._unread = {}, 1, None, False
 
     def process_final(self, *args: Any) -> dict:
-        self._deliver()
+        self._catch_up(self._batches)
         value = self._unwrap(self.root.process_final(*args))
-        merged: dict = dict(self._outputs) if self._unread else {}  # the per-batch values nothing has read yet
+        merged: dict = {}
         for child in self.children:
             _merge_into(merged, child, child.process_final(value), "process_final")
         return merged
 
     def train(self) -> None:
-        self._deliver()
-        self._new_pass()
+        self._catch_up(self._batches)
         self.root.train()
         for child in self.children:
             child.train()
 
     def eval(self, data_key: Any = None) -> None:
-        self._deliver()
-        self._new_pass()
+        self._catch_up(self._batches)
         self.root.eval(data_key=data_key)
         for child in self.children:
             child.eval(data_key=data_key)
 
     def reset(self, state: Any) -> None:
-        self._restart()
+        self._catch_up(self._batches)
+        self._new_pass()
         self.root.reset(state)
         for child in self.children:
             child.reset(state)
 
     def state_dict(self) -> dict:
         """The root's state and each child's, by position: ``{'root': ..., 'children': [...]}``."""
-        self._deliver()
+        self._catch_up(self._batches)
         return {"root": self.root.state_dict(), "children": [child.state_dict() for child in self.children]}
 
     def load_state_dict(self, state_dict: dict) -> MetricTree:
@@ -451,11 +486,24 @@ class MetricTree(Metric):
                 f"metric state for the tree {self.name!r} has {len(children_states)} children, but this tree has "
                 f"{len(self.children)} ({names}); build the metric with the same statistics to resume it"
             )
-        self._restart()
+        self._catch_up(self._batches)
+        self._outputs = {}
         self.root.load_state_dict(state_dict["root"])
         for child, child_state in zip(self.children, children_states):
             child.load_state_dict(child_state)
         return self
+
+
+def _check_unchanged(tree: MetricTree, values: list, versions: list) -> None:
+    """Raise if a held root value was changed in place after its batch, before the children took it."""
+    for value, version in zip(values, versions):
+        if version is not None and value._version != version:
+            raise MetricError(
+                f"the value of the metric {tree.name!r} for an earlier batch (a tensor of shape {tuple(value.shape)}) "
+                "was changed in place before its statistics were computed: the statistics take a few batches "
+                "together. Return a new tensor from the metric's process (e.g. value.clone()) instead of one "
+                "that later batches overwrite"
+            )
 
 
 class AdvancedMetric(Metric):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from torchbearer.bases import Metric
 from torchbearer.distributed import cross_rank
-from torchbearer.metrics.metrics import AdvancedMetric
+from torchbearer.metrics.metrics import AdvancedMetric, feed_group
 from torchbearer.state import BATCH, TEST_DATA, TRAIN_DATA, Y_PRED, Y_TRUE
 
 
@@ -45,40 +45,12 @@ class ToDict(AdvancedMetric):
         return None if value is None else {name: value}
 
     def process(self, *args: Any) -> dict | None:
-        # Every batch: one call into the wrapped metric (``process_train``/``process_validate`` inlined).
-        value = self.metric.process(*args)
-        if value is None:
-            return None
-        return {self._eval_name: value} if self._validating else {self.name: value}
+        return self._named(self._eval_name if self._validating else self.name, self.metric.process(*args))
 
-    def process_train(self, *args: Any) -> dict | None:
-        value = self.metric.process(*args)
-        return None if value is None else {self.name: value}
-
-    @property
-    def takes_groups(self) -> bool:
-        """Whether the wrapped metric takes values a few batches at a time (see :class:`MetricTree`)."""
-        return getattr(self.metric, "takes_groups", False)
-
-    @property
-    def takes_batches(self) -> bool:
-        """Whether the wrapped metric also takes a group as stacked ``Batches`` (see :class:`MetricTree`)."""
-        return getattr(self.metric, "takes_batches", False)
-
-    def process_group(self, values: list) -> dict | None:
-        """The wrapped metric's :meth:`process_group`, named as :meth:`process` names its output."""
-        value = self.metric.process_group(values)
-        if value is None:
-            return None
-        return {self._eval_name: value} if self._validating else {self.name: value}
-
-    def values_until_output(self) -> int:
-        """The wrapped metric's ``values_until_output()``."""
-        return self.metric.values_until_output()
-
-    def process_validate(self, *args: Any) -> dict | None:
-        value = self.metric.process(*args)
-        return None if value is None else {self._eval_name: value}
+    def process_group(self, values: Sequence[Any], samples: Sequence[int | None]) -> dict | None:
+        """The wrapped metric's output for a group of batches (see :func:`feed_group`), named as by :meth:`process`."""
+        value = feed_group(self.metric, values, samples)
+        return self._named(self._eval_name if self._validating else self.name, value)
 
     def process_final_train(self, *args: Any) -> dict | None:
         return self._named(self.name, self.metric.process_final(*args))
