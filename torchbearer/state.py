@@ -208,3 +208,12 @@ AUTOCAST_DTYPE = state_key("autocast_dtype")
 GRAD_SCALER = state_key("grad_scaler")
 ACCUMULATION_STEPS = state_key("accumulation_steps")
 PREFETCH = state_key("prefetch")
+
+
+def evaluation_prefix(data_key: Any) -> str:
+    """The prefix of metric names evaluated on ``data_key``: ``'test'``, ``'train'``, else ``'val'``."""
+    if data_key == TEST_DATA:
+        return "test"
+    if data_key == TRAIN_DATA:
+        return "train"
+    return "val"

@@ -16,8 +16,8 @@ import re
 import sys
 from typing import Any
 
-from torchbearer.bases import Metric
-from torchbearer.state import Y_PRED, Y_TRUE
+from torchbearer.base_classes import Metric
+from torchbearer.state import Y_PRED, Y_TRUE, evaluation_prefix
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
@@ -89,11 +89,8 @@ class TorchMetric(Metric):
         self._prefix = ""
 
     def eval(self, data_key: Any = None) -> None:
-        # Imported here: torchbearer.metrics imports this module to wrap torchmetrics objects.
-        from torchbearer.metrics.wrappers import _eval_flag
-
         self._active = self.eval_metric
-        self._prefix = f"{_eval_flag(data_key)}_"
+        self._prefix = f"{evaluation_prefix(data_key)}_"
 
     def reset(self, state: Any) -> None:
         self._active.reset()

@@ -10,15 +10,7 @@ import torch
 from torchbearer.bases import Metric
 from torchbearer.distributed import cross_rank
 from torchbearer.metrics.metrics import AdvancedMetric, feed_group
-from torchbearer.state import BATCH, TEST_DATA, TRAIN_DATA, Y_PRED, Y_TRUE
-
-
-def _eval_flag(data_key: Any) -> str:
-    if data_key == TEST_DATA:
-        return "test"
-    if data_key == TRAIN_DATA:
-        return "train"
-    return "val"
+from torchbearer.state import BATCH, Y_PRED, Y_TRUE, evaluation_prefix
 
 
 class ToDict(AdvancedMetric):
@@ -60,7 +52,7 @@ class ToDict(AdvancedMetric):
 
     def eval(self, data_key: Any = None) -> None:
         super().eval(data_key=data_key)
-        self.eval_flag = _eval_flag(data_key)
+        self.eval_flag = evaluation_prefix(data_key)
         self._eval_name = f"{self.eval_flag}_{self.name}"
         self.metric.eval(data_key=data_key)
 
