@@ -29,7 +29,6 @@ from torchbearer.state import MODEL, OPTIMIZER
 TRIAL_FILE = "trial.pt"
 """Inside a sharded checkpoint folder: everything but the model and optimizer, written by rank zero."""
 
-
 PER_RANK_KEY = "per_rank"
 """Trial state dict key of what each rank resumes on its own (a list in rank order), in a distributed Trial."""
 
