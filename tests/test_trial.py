@@ -1,4 +1,4 @@
-"""End-to-end behaviour of Trial: training, history, hook order, evaluate/predict/replay, persistence."""
+"""End-to-end behaviour of Trial: training, history, hook order, evaluate and predict (replay, resume: own files)."""
 
 import warnings
 
@@ -329,54 +329,6 @@ def test_non_int_steps_warn_and_cast():
     with pytest.warns(UserWarning, match="Number of training steps is not an int, casting to int"):
         trial = Trial(None).for_train_steps(3.0)
     assert trial.state[torchbearer.TRAIN_STEPS] == 3
-
-
-def test_state_dict_is_plain_and_loads_with_weights_only(linear_trial, tmp_path):
-    linear_trial.run(2)
-    path = tmp_path / "trial.pt"
-    torch.save(linear_trial.state_dict(), path)
-    loaded = torch.load(path)
-    assert {"torchbearer_version", "model", "optimizer", "history", "callback_list"} <= set(loaded)
-    assert {"metric_list", "rng", "progress"} <= set(loaded)
-    assert loaded[torchbearer.MODEL].keys() == linear_trial.state[torchbearer.MODEL].state_dict().keys()
-
-
-def test_resume_continues_the_epoch_count(linear_trial, classification_data, tmp_path):
-    linear_trial.run(2)
-    path = tmp_path / "trial.pt"
-    torch.save(linear_trial.state_dict(), path)
-    x, y = classification_data
-    model = nn.Linear(4, 3)
-    fresh = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), ["acc", "loss"], verbose=0)
-    fresh.with_train_data(x, y, batch_size=10, num_workers=0)
-    fresh.load_state_dict(torch.load(path))
-    assert torch.equal(model.weight, linear_trial.state[torchbearer.MODEL].weight)
-    assert len(fresh.run(4)) == 4
-
-
-def test_load_state_dict_of_bare_model_warns_and_loads():
-    source, target = nn.Linear(2, 2), nn.Linear(2, 2)
-    trial = Trial(target)
-    with pytest.warns(UserWarning, match="Not a torchbearer state dict, passing to model"):
-        trial.load_state_dict(source.state_dict())
-    assert torch.equal(target.weight, source.weight)
-
-
-def test_load_state_dict_of_another_model_names_missing_and_unexpected_keys():
-    trial = Trial(nn.Linear(2, 2))
-    other = nn.Sequential(nn.Linear(2, 2)).state_dict()
-    with pytest.warns(UserWarning), pytest.raises(torchbearer.errors.StateDictError, match=r"missing keys \['bias'"):
-        trial.load_state_dict(other)
-
-
-def test_replay_drives_callbacks_from_history(linear_trial):
-    linear_trial.run(2)
-    recorder = HookRecorder()
-    callbacks = [recorder]
-    linear_trial.replay(callbacks, verbose=0, one_batch=True)
-    assert callbacks == [recorder]
-    assert recorder.calls.count("on_step_training") == 2 and recorder.calls.count("on_step_validation") == 2
-    assert "on_checkpoint" not in recorder.calls
 
 
 def test_to_sets_device_and_dtype():

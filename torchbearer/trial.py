@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-import torchbearer
-from torchbearer import checks, distributed, prefetch, rng
+from torchbearer import checks, distributed, prefetch
 from torchbearer.bases import cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
 from torchbearer.calling import always_pass_state
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
-from torchbearer.errors import ConfigurationError, ConfigurationTypeError, StateDictError, TorchbearerWarning
+from torchbearer.errors import ConfigurationError, ConfigurationTypeError, TorchbearerWarning
 from torchbearer.injection import (
     CallbackListInjection,
     MockModel,
@@ -35,11 +33,12 @@ from torchbearer.loading import (
 )
 from torchbearer.loop import set_training, train_pass, validation_pass
 from torchbearer.metrics import MetricList
+from torchbearer.replay import replay_history
+from torchbearer.resume import ResumeBookkeeping
 from torchbearer.state import (
     ACCUMULATION_STEPS,
     AUTOCAST_DTYPE,
     BACKWARD_ARGS,
-    BATCH,
     CALLBACK_LIST,
     CRITERION,
     DATA,
@@ -72,7 +71,6 @@ from torchbearer.state import (
     VALIDATION_DATA,
     VALIDATION_GENERATOR,
     VALIDATION_STEPS,
-    VERSION,
     RunState,
     State,
 )
@@ -217,11 +215,7 @@ class Trial:
         self._train_iterator = None
         self._warned_unconfigured = False
         self._warned_without_data: set = set()  # (method, data key) pairs already warned about
-        self._running_state: State | None = None  # the state of the run in progress, for mid-epoch checkpoints
-        self._training_pass_active = False
-        self._epoch_start_rng: dict | None = None
-        self._resume_point: dict | None = None
-        self._pending_resume: tuple | None = None
+        self._resume = ResumeBookkeeping()
         self.state[CALLBACK_LIST].on_init(self.state)
 
     def __str__(self) -> str:
@@ -549,8 +543,8 @@ class Trial:
                 )
                 self._warned_unconfigured = True
             return history
-        self._apply_pending_resume()
-        self._running_state = state
+        self._resume.apply_pending(self.state)
+        self._resume.running_state = state
         try:
             with _cleanup_on_failure(state):
                 state[CALLBACK_LIST].on_start(state)
@@ -560,7 +554,7 @@ class Trial:
                         break
                 state[CALLBACK_LIST].on_end(state)
         finally:
-            self._running_state, self._training_pass_active = None, False
+            self._resume.end_run()
         return history
 
     def _run_epoch(self, state: dict, history: list) -> bool:
@@ -570,9 +564,9 @@ class Trial:
         callbacks.on_start_epoch(state)
         self._prepare_pass(state, TRAIN_DATA, load_batch_standard)
         first_batch = self._start_training_iterator(state)
-        self._training_pass_active = True
+        self._resume.training_pass_active = True
         train_pass(state, self.closure, first_batch)
-        self._training_pass_active = False
+        self._resume.training_pass_active = False
         if distributed.agree_to_stop(state):
             return True
         final_metrics = state[METRICS]
@@ -633,29 +627,14 @@ class Trial:
         return state[FINAL_PREDICTIONS]
 
     def _start_training_iterator(self, state: dict) -> int:
-        """Create the epoch's training iterator; when resuming mid-epoch, replay it to the saved batch.
+        """Create the epoch's training iterator (replayed to the saved batch when resuming mid-epoch).
 
         Returns:
             The first batch index to train on (0 unless resuming mid-epoch).
         """
-        resume, self._resume_point = self._resume_point, None
-        if resume is not None and resume["epoch"] != state[EPOCH]:
-            resume = None
-        if resume is not None:
-            rng.set_state(resume["epoch_start_rng"])  # the same shuffle as the interrupted epoch
-            _warn_if_order_not_reproducible(state[GENERATOR])
-        self._epoch_start_rng = rng.get_state()
-        state[ITERATOR] = self._iterator(state[GENERATOR], self.state[INF_TRAIN_LOADING])
-        if resume is None:
-            return 0
-        for _ in range(resume["batch"] + 1):  # batches trained before the interruption
-            state[SAMPLER](state)
-        rng.set_state(resume["rng"])
-        metric_list = state[METRIC_LIST]
-        metric_list.train()
-        metric_list.reset(state)
-        metric_list.load_state_dict(resume[str(METRIC_LIST)])
-        return resume["batch"] + 1
+        return self._resume.start_training_iterator(
+            state, lambda: self._iterator(state[GENERATOR], self.state[INF_TRAIN_LOADING])
+        )
 
     def _warn_without_data(self, method: str, data_key: Any, result: str, stacklevel: int) -> None:
         """Warn once per method and data set that a call had no data to run on (``stacklevel``: the user's call)."""
@@ -688,48 +667,8 @@ class Trial:
             verbose: Printer verbosity for the replay (no -1 here).
             one_batch: Call the batch hooks once per pass instead of once per recorded step.
         """
-        callback_list = CallbackList([get_printer(verbose, "v"), *(callbacks or [])])
-        history = self.state[HISTORY]
-        state = State()
-        state.update(self.state)
-        state.update({STOP_TRAINING: False, MAX_EPOCHS: len(history), CALLBACK_LIST: callback_list})
-        callback_list.on_start(state)
-        for epoch, record in enumerate(history):
-            state[EPOCH] = epoch
-            train_steps, val_steps = record.get("train_steps"), record.get("validation_steps")
-            if one_batch:
-                train_steps = None if train_steps is None else 1
-                val_steps = None if val_steps is None else 1
-            state[TRAIN_STEPS], state[VALIDATION_STEPS] = train_steps, val_steps
-            callback_list.on_start_epoch(state)
-            if train_steps is not None:
-                self._replay_pass(state, record, train_steps, training=True)
-            if val_steps is not None and not state[STOP_TRAINING]:
-                self._replay_pass(state, record, val_steps, training=False)
-            state[METRICS] = dict(record)
-            callback_list.on_end_epoch(state)
-        callback_list.on_end(state)
+        replay_history(self.state, callbacks, verbose, one_batch)
         return self
-
-    @staticmethod
-    def _replay_pass(state: dict, record: dict, steps: int, training: bool) -> None:
-        callbacks = state[CALLBACK_LIST]
-        state[METRICS] = {key: value for key, value in record.items() if ("val_" in key) != training}
-        state[STEPS] = steps
-        state[DATA] = TRAIN_DATA if training else VALIDATION_DATA
-        hooks = (
-            ("on_sample", "on_forward", "on_criterion", "on_backward", "on_step_training")
-            if training
-            else ("on_sample_validation", "on_forward_validation", "on_criterion_validation", "on_step_validation")
-        )
-        (callbacks.on_start_training if training else callbacks.on_start_validation)(state)
-        for batch in range(max(steps, 0)):
-            state[torchbearer.BATCH] = batch
-            for hook in hooks:
-                getattr(callbacks, hook)(state)
-            if state[STOP_TRAINING]:
-                break
-        (callbacks.on_end_training if training else callbacks.on_end_validation)(state)
 
     # ----------------------------------------------------------------------------------- modes and devices
     def train(self) -> Trial:
@@ -783,33 +722,7 @@ class Trial:
     # ----------------------------------------------------------------------------------- persistence
     def state_dict(self, **kwargs) -> dict:
         """Everything needed to resume, as plain types (loads with ``torch.load(weights_only=True)``)."""
-        return {
-            str(VERSION): _release(torchbearer.__version__),
-            str(MODEL): distributed.model_state_dict(self.state, **kwargs),
-            str(OPTIMIZER): distributed.optimizer_state_dict(self.state),
-            str(HISTORY): [dict(record) for record in self.state[HISTORY]],
-            str(CALLBACK_LIST): self.state[CALLBACK_LIST].state_dict(),
-            **self._own_state(),
-            **distributed.per_rank_states(self.state, self._own_state()),
-            "progress": self._progress(),
-            **({str(GRAD_SCALER): self.state[GRAD_SCALER].state_dict()} if self.state[GRAD_SCALER] is not None else {}),
-        }
-
-    def _own_state(self) -> dict:
-        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG."""
-        own = {str(METRIC_LIST): self.state[METRIC_LIST].state_dict(), "rng": rng.get_state()}
-        if self._mid_epoch():
-            own["epoch_start_rng"] = self._epoch_start_rng
-        return own
-
-    def _mid_epoch(self) -> bool:
-        return self._training_pass_active and self._running_state is not None
-
-    def _progress(self) -> dict:
-        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass."""
-        if not self._mid_epoch():
-            return {"epoch": len(self.state[HISTORY]), "batch": -1}
-        return {"epoch": self._running_state[EPOCH], "batch": self._running_state[BATCH]}
+        return self._resume.state_dict(self.state, **kwargs)
 
     def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
         """Load a Trial state dict (all of it with ``resume``, else the model only) or a bare model state dict.
@@ -817,59 +730,8 @@ class Trial:
         Raises:
             StateDictError: the dict matches neither a Trial nor the model (missing and unexpected keys named).
         """
-        model = unwrap_model(self.state[MODEL])
-        if MODEL not in state_dict:
-            warnings.warn("Not a torchbearer state dict, passing to model", stacklevel=2)
-            _load_model(model, state_dict, **kwargs)
-            return self
-        if not resume:
-            _load_model(model, state_dict[MODEL], **kwargs)
-            return self
-        if VERSION in state_dict and _release(str(state_dict[VERSION])) != _release(torchbearer.__version__):
-            warnings.warn(
-                "This state dict was saved with a different torchbearer version, loading available keys. "
-                "Consider setting resume=False",
-                stacklevel=2,
-            )
-        _load_model(model, state_dict[MODEL], **kwargs)
-        if OPTIMIZER in state_dict:
-            distributed.load_optimizer_state_dict(self.state, state_dict[OPTIMIZER])
-        if HISTORY in state_dict:
-            self.state[HISTORY][:] = [dict(record) for record in state_dict[HISTORY]]
-        if CALLBACK_LIST in state_dict:
-            self.state[CALLBACK_LIST].load_state_dict(state_dict[CALLBACK_LIST])
-        if GRAD_SCALER in state_dict and self.state[GRAD_SCALER] is not None:
-            self.state[GRAD_SCALER].load_state_dict(state_dict[GRAD_SCALER])
-        self._resume_from(state_dict)
+        self._resume.load_state_dict(self.state, state_dict, resume, **kwargs)
         return self
-
-    def _resume_from(self, state_dict: dict) -> None:
-        """Keep the metric and RNG state to restore when the next run starts (each rank then knows its own)."""
-        single = {key: state_dict[key] for key in (str(METRIC_LIST), "rng", "epoch_start_rng") if key in state_dict}
-        self._pending_resume = (state_dict.get("progress", {"epoch": 0, "batch": -1}), state_dict, single)
-
-    def _apply_pending_resume(self) -> None:
-        """Restore this rank's metric and RNG state from a loaded checkpoint: now at an epoch boundary,
-        at the start of the interrupted epoch's training pass when it was saved mid-epoch."""
-        if self._pending_resume is None:
-            return
-        progress, state_dict, single = self._pending_resume
-        self._pending_resume = None
-        own = distributed.own_state(state_dict, single)
-        if own is None:
-            warnings.warn(
-                "this checkpoint holds no metric or random state for this rank (it was saved with fewer ranks): the "
-                "rank resumes with fresh running metrics and its own random streams",
-                stacklevel=4,
-            )
-            return
-        if progress["batch"] < 0:
-            if str(METRIC_LIST) in own:
-                self.state[METRIC_LIST].load_state_dict(own[str(METRIC_LIST)])
-            if "rng" in own:
-                rng.set_state(own["rng"])
-            return
-        self._resume_point = {"epoch": progress["epoch"], "batch": progress["batch"], **own}
 
 
 def _length(generator, steps: int) -> int:
@@ -877,36 +739,6 @@ def _length(generator, steps: int) -> int:
         return len(generator)
     except TypeError:  # an iterable without a length: restart it whenever it runs out
         return steps - 1
-
-
-def _warn_if_order_not_reproducible(generator) -> None:
-    """Mid-epoch resume replays the loader; that is exact only for map-style data in a fixed order per seed."""
-    dataset = getattr(generator, "dataset", generator)
-    if generator is None or isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
-        warnings.warn(
-            f"resuming mid-epoch replays the training loader ({type(generator).__name__}) up to the saved batch; the "
-            "batch order is only reproduced exactly for map-style datasets with PyTorch's default samplers (or "
-            "DistributedSampler). Save checkpoints at epoch ends for other loaders",
-            stacklevel=4,
-        )
-
-
-def _release(version: str) -> str:
-    """The version without a development suffix (``1.0.0.dev0`` -> ``1.0.0``)."""
-    return re.sub(r"\.dev\d*$", "", version)
-
-
-def _load_model(model: torch.nn.Module, model_state: dict, **kwargs) -> None:
-    try:
-        if not distributed.load_model_state_dict(model, model_state, **kwargs):
-            model.load_state_dict(model_state, **kwargs)
-    except RuntimeError as error:
-        expected, given = set(model.state_dict()), set(model_state)
-        raise StateDictError(
-            f"the state dict does not fit the model {type(model).__name__}: missing keys {sorted(expected - given)}, "
-            f"unexpected keys {sorted(given - expected)}. Load a checkpoint saved from the same architecture, "
-            f"or pass strict=False to load the matching part ({error})"
-        ) from error
 
 
 class _cleanup_on_failure:

@@ -1,0 +1,107 @@
+"""Scaling out on ``torch.distributed``: an unchanged Trial script trains data-parallel under ``torchrun``.
+
+At the start of ``run``, ``evaluate`` and ``predict`` the Trial calls :func:`prepare`. When the script was
+launched by ``torchrun`` (or a process group with more than one rank is already initialised) and the
+automation is not switched off with ``Trial.with_distributed(False)``, it:
+
+* initialises the process group if needed (``gloo`` on CPU, ``nccl`` for CUDA tensors plus ``gloo`` for
+  CPU ones), with a timeout, so a rank that stops answering ends the job instead of hanging it;
+* moves a CUDA trial to ``cuda:LOCAL_RANK`` (a CPU trial stays on the CPU);
+* wraps the model in ``DistributedDataParallel`` (or shards it with FSDP2's ``fully_shard``); a model the
+  user already wrapped is used as it is;
+* gives every ``DataLoader`` a sampler for this rank, keeping its batch size (now per rank), shuffling,
+  ``drop_last``, ``collate_fn``, workers and ``pin_memory``. Training uses a ``DistributedSampler`` whose
+  ``set_epoch`` is called with the epoch at the start of every epoch. Evaluation and prediction give each
+  rank a contiguous block of whole batches and never pad, so no sample counts twice.
+
+Metric aggregates (:mod:`torchbearer.metrics.aggregators`, ``EpochLambda``) combine their sums and counts
+across ranks at the end of a pass (:func:`cross_rank`), so every rank sees the metrics of the whole data.
+Files and printing happen on rank zero (:func:`is_rank_zero`); checkpoints are written by rank zero and the
+other ranks wait at a barrier (:func:`save_checkpoint`).
+
+The package holds one concern per module, each importing only those listed before it:
+
+* :mod:`~torchbearer.distributed.settings`: ``DistributedSettings`` and ``configure``;
+* :mod:`~torchbearer.distributed.process_group`: torchrun detection, the process group, ranks, stop agreement;
+* :mod:`~torchbearer.distributed.wrapping`: placing the model on the rank's device, DDP and FSDP2;
+* :mod:`~torchbearer.distributed.samplers`: the per-rank samplers and rebuilt loaders;
+* :mod:`~torchbearer.distributed.reduction`: end-of-pass values combined across ranks;
+* :mod:`~torchbearer.distributed.preparation`: ``prepare``, which applies the above to a Trial;
+* :mod:`~torchbearer.distributed.checkpoints`: state dicts, per-rank state, saving and loading checkpoints.
+"""
+
+from torchbearer.distributed.checkpoints import (
+    PER_RANK_KEY,
+    TRIAL_FILE,
+    load_checkpoint,
+    load_model_state_dict,
+    load_optimizer_state_dict,
+    model_state_dict,
+    optimizer_state_dict,
+    own_state,
+    per_rank_states,
+    remove_checkpoint,
+    save_checkpoint,
+)
+from torchbearer.distributed.preparation import prepare
+from torchbearer.distributed.process_group import (
+    agree_to_stop,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_initialized,
+    is_rank_zero,
+    launch_environment,
+    stop_agreement,
+)
+from torchbearer.distributed.reduction import CrossRank, cross_rank, gather_predictions
+from torchbearer.distributed.samplers import EpochDistributedSampler, EvaluationSampler, EvenBatchSampler, shard_loader
+from torchbearer.distributed.settings import (
+    DEFAULT_TIMEOUT,
+    DISTRIBUTED,
+    STATE_DICT_TYPES,
+    STRATEGIES,
+    DistributedSettings,
+    configure,
+    settings_of,
+)
+from torchbearer.distributed.wrapping import is_distributed_model, is_fsdp_model
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DISTRIBUTED",
+    "PER_RANK_KEY",
+    "STATE_DICT_TYPES",
+    "STRATEGIES",
+    "TRIAL_FILE",
+    "CrossRank",
+    "DistributedSettings",
+    "EpochDistributedSampler",
+    "EvaluationSampler",
+    "EvenBatchSampler",
+    "agree_to_stop",
+    "barrier",
+    "configure",
+    "cross_rank",
+    "gather_predictions",
+    "get_rank",
+    "get_world_size",
+    "is_distributed_model",
+    "is_fsdp_model",
+    "is_initialized",
+    "is_rank_zero",
+    "launch_environment",
+    "load_checkpoint",
+    "load_model_state_dict",
+    "load_optimizer_state_dict",
+    "model_state_dict",
+    "optimizer_state_dict",
+    "own_state",
+    "per_rank_states",
+    "prepare",
+    "remove_checkpoint",
+    "save_checkpoint",
+    "settings_of",
+    "shard_loader",
+    "stop_agreement",
+]

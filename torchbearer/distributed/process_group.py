@@ -1,0 +1,128 @@
+"""The process group: detecting ``torchrun``, starting and ending the group, ranks, and whole-group agreement.
+
+Everything here works without a process group too (rank 0 of a world of 1), so callers need not ask
+first. Besides the default group the Trial keeps a CPU (gloo) group for small end-of-pass values
+(:attr:`DistributedSettings.cpu_group`), so that agreeing to stop or waiting at a barrier never waits
+for the device.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import distributed as dist
+
+from torchbearer.distributed.settings import DistributedSettings, settings_of
+from torchbearer.state import STOP_TRAINING
+
+
+def is_initialized() -> bool:
+    """True when a ``torch.distributed`` process group is initialised in this process."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """The number of processes in the default process group (1 without one)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_rank_zero() -> bool:
+    """True unless this process is a rank other than zero of an initialised process group.
+
+    Callbacks that write files or print act only where this is true.
+    """
+    return get_rank() == 0
+
+
+def launch_environment() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` from the variables ``torchrun`` sets, or ``None`` outside it."""
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+
+
+def wanted_world_size(settings: DistributedSettings) -> int:
+    """How many processes the Trial runs on: the group's or torchrun's world size, 1 when switched off or alone."""
+    if settings.enabled is False:
+        return 1
+    if is_initialized():
+        return get_world_size()
+    environment = launch_environment()
+    return environment[1] if environment is not None else 1
+
+
+def init_process_group(settings: DistributedSettings, device_type: str) -> None:
+    """Start the default process group (unless one is running) with the settings' backend and timeout.
+
+    It is destroyed when the interpreter exits.
+    """
+    if is_initialized():
+        return
+    if device_type == "cuda":
+        torch.cuda.set_device(rank_cuda_device())
+    backend = settings.backend or ("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=settings.timeout))
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def make_cpu_group() -> Any:
+    """A group for collectives on CPU tensors: the default one if it speaks gloo, else a new gloo group."""
+    return None if "gloo" in str(dist.get_backend()) else dist.new_group(backend="gloo")
+
+
+def rank_cuda_device() -> torch.device:
+    """``cuda:LOCAL_RANK`` (modulo the visible GPUs) under torchrun, else the current CUDA device."""
+    environment = launch_environment()
+    if environment is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cuda", environment[2] % torch.cuda.device_count())
+
+
+def stop_agreement(state: Mapping) -> Callable[[dict], bool] | None:
+    """For a distributed Trial, a check that stops every rank's training pass when any rank sets ``STOP_TRAINING``.
+
+    A rank leaving the training loop alone would leave the others waiting in their next gradient
+    all-reduce until the timeout. The check all-reduces the flag, a CPU value on the CPU group, so it
+    never waits for the device. ``None`` in a single process, where the loop reads the flag itself.
+    """
+    settings = settings_of(state)
+    if settings is None or not settings.active:
+        return None
+    return functools.partial(_agree_to_stop, group=settings.cpu_group)
+
+
+def agree_to_stop(state: dict) -> bool:
+    """Whether any rank set ``STOP_TRAINING`` (each rank's flag is then set); one process reads its own flag."""
+    agreement = stop_agreement(state)
+    return bool(state[STOP_TRAINING]) if agreement is None else agreement(state)
+
+
+def _agree_to_stop(state: dict, group: Any) -> bool:
+    flag = torch.tensor([1 if state[STOP_TRAINING] else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+    state[STOP_TRAINING] = bool(flag.item())
+    return state[STOP_TRAINING]
+
+
+def barrier(state: Mapping) -> None:
+    """Wait for every rank of a distributed Trial (nothing otherwise)."""
+    settings = settings_of(state)
+    if settings is not None and settings.active:
+        dist.barrier(group=settings.cpu_group)
