@@ -172,7 +172,8 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
     args = x if isinstance(x, (list, tuple)) else (x,)
-    takes_state = model_takes_state(model)
+    known = _PASS_STATE.get(id(model))  # model_takes_state(model), inline: this runs every batch
+    takes_state = known[1] if known is not None and known[0]() is model else model_takes_state(model)
     if takes_state is None:
         return _call_model_and_learn(state, model, args, x)
     try:
@@ -231,7 +232,8 @@ def call_criterion(state: Mapping, criterion: Any, y_pred_key: Any, y_true_key: 
             returned a loss that is not a single value, or, with gradients enabled (training), returned
             something that is not a tensor or a tensor that does not require grad.
     """
-    takes_state = criterion_takes_state(criterion)
+    known = _STATE_CRITERION.get(id(criterion))  # criterion_takes_state(criterion), inline as in call_model
+    takes_state = known[1] if known is not None and known[0]() is criterion else criterion_takes_state(criterion)
     if takes_state is None:  # an opaque callable: 0.5's rule, try the state first and remember what worked
         try:
             loss = criterion(state)

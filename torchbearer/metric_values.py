@@ -32,8 +32,7 @@ class LazyValues(dict):
 
     __slots__ = ("_source", "__weakref__")
 
-    def __init__(self, source: Callable[[], dict]) -> None:
-        super().__init__()
+    def __init__(self, source: Callable[[], dict]) -> None:  # empty until filled: no dict.__init__ needed
         self._source: Callable[[], dict] | None = source
 
     def fill(self, values: dict | None = None) -> None:

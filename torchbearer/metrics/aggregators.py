@@ -278,6 +278,8 @@ class RunningMetric(AdvancedMetric, abc.ABC):
     def process_group(self, values: Sequence[Any], samples: Sequence[int | None]) -> Any:
         """Take a group of batches' values (``samples`` is not used); returns the latest result."""
         if self._validating:
+            if type(self).process_validate is AdvancedMetric.process_validate:
+                return None  # nothing to report in evaluation, for any number of batches
             outputs = [self.process_validate(value) for value in values]
             return outputs[-1] if outputs else None
         count, first_step = len(values), (-self._calls) % self._step_size  # group index of the next recomputation

@@ -98,6 +98,8 @@ def _is_scalar(value: Any) -> bool:
 def _as_value(value: Any) -> Any:
     """A tensor or a :class:`Masked` of tensors (Python numbers and lists become tensors)."""
     if isinstance(value, Masked):
+        if type(value.values) is torch.Tensor and type(value.mask) is torch.Tensor:
+            return value
         return Masked(torch.as_tensor(value.values), torch.as_tensor(value.mask))
     return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
 
@@ -144,11 +146,16 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
         return total, count
     groups: dict[tuple, list] = {}  # values that stack together, by shape and (for single numbers) weight
     for value, size in zip(values, samples):
-        if value is not None:
+        if value is None:
+            continue
+        if type(value) is torch.Tensor:  # the usual case, checked inline: this runs for every batch
+            key = (None, value.shape, value.device, (size or 1) if value.numel() == 1 else 1)
+        else:
             value = _as_value(value)
-            weight = (size or 1) if _is_scalar(value) else 1
-            groups.setdefault((_shape_of(value), weight), []).append(value)
-    for (_, weight), members in groups.items():
+            key = (*_shape_of(value), (size or 1) if _is_scalar(value) else 1)
+        groups.setdefault(key, []).append(value)
+    for key, members in groups.items():
+        weight = key[-1]
         stacked, keep = _stacked(members)
         group_total = stacked.sum()
         group_count = stacked.numel() if keep is None else keep.sum()
@@ -174,8 +181,11 @@ def batch_means(values: Sequence[Any], dim: Dim) -> list[torch.Tensor]:
     for value in values:
         if value is None:
             continue
-        value = _as_value(value)
-        shape = _shape_of(value)
+        if type(value) is torch.Tensor:  # the usual case, checked inline: this runs for every batch
+            shape = (None, value.shape, value.device)
+        else:
+            value = _as_value(value)
+            shape = _shape_of(value)
         if shape != last_shape:
             runs.append([])
             last_shape = shape

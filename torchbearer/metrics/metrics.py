@@ -221,7 +221,8 @@ class MetricList(Metric):
                 except _METRIC_FAILURES as error:
                     raise _metric_error(metric, args, error) from error
                 if output is not None:
-                    _check_output(metric, output, "process")
+                    if type(output) is not LazyValues and type(output) is not dict:  # the usual types, checked inline
+                        _check_output(metric, output, "process")
                     outputs.append(output)
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
@@ -341,13 +342,17 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
 def _samples_in(args: tuple, value: Any) -> int | None:
     """How many samples a single-number value (a loss) stands for: the batch size of the state's
     targets, else of its inputs; ``None`` for other values or when there is no state."""
-    if not (isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+    if type(value) is torch.Tensor:
+        if value.numel() != 1:
+            return None
+    elif not isinstance(value, (int, float)):
         return None
     state = args[0] if args else None
-    if not isinstance(state, Mapping):
-        return None
     for key in (Y_TRUE, X):
-        tensor = _first_tensor(state[key]) if key in state else None
+        try:
+            tensor = _first_tensor(state[key])
+        except (KeyError, TypeError, IndexError):  # not in the state, or not a state
+            continue
         if tensor is not None and tensor.dim() > 0:
             return tensor.shape[0]
     return None
@@ -378,6 +383,7 @@ class MetricTree(Metric):
         super().__init__(metric.name)
         self.root = metric
         self.children: list[Metric] = []
+        self._copies = isinstance(metric, StateKey)  # its values are the state's own tensors
         self._new_pass()
 
     def _new_pass(self) -> None:
@@ -401,12 +407,17 @@ class MetricTree(Metric):
     def process(self, *args: Any) -> dict:
         if len(self._pending) >= PENDING_BATCHES:
             self._catch_up(self._batches)
-        value = self._unwrap(self.root.process(*args))
-        if isinstance(self.root, StateKey) and isinstance(value, torch.Tensor):
-            value = value.clone()  # the state's own tensor, which later batches may change in place
+        value = self.root.process(*args)
+        if isinstance(value, dict):
+            value = next(iter(value.values()))
+        if type(value) is torch.Tensor:
+            if self._copies:
+                value = value.clone()  # the state's own tensor, which later batches may change in place
+            self._versions.append(value._version)
+        else:
+            self._versions.append(None)
         self._pending.append(value)
         self._samples.append(_samples_in(args, value))
-        self._versions.append(value._version if type(value) is torch.Tensor else None)
         self._batches += 1
         batch = self._batches
         values = LazyValues(lambda: self._values_at(batch))
