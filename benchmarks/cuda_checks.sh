@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA GPU, in one short run (most important first; each step has a time cap):
-#   1. the CUDA-only tests (no host-device sync in an epoch, fp16/bf16, compile, accumulation, pinned
-#      prefetch, GPU checkpoints, two ranks on a GPU under torchrun);
-#   2. the overhead benchmark on the GPU (mlp, mlp with the progress bar, cnn, and the raw-vs-raw control);
+#   1. the CUDA-only tests (no host-device sync in an epoch, fp16/bf16, compile, with_compile(mode='reduce-overhead')
+#      in CUDA graphs, accumulation, pinned prefetch, GPU checkpoints, two ranks on a GPU under torchrun);
+#   2. the overhead benchmark on the GPU (mlp, mlp with the progress bar, cnn, and the raw-vs-raw control), and
+#      Trial.with_compile(mode='reduce-overhead') against the eager and the hand-compiled raw loop;
 #   3. the mixed-precision example on the GPU;
 #   4. the whole test suite.
 # Usage: bash benchmarks/cuda_checks.sh [OUTPUT_FOLDER]   (run from the repository root; needs torch with CUDA)
@@ -29,6 +30,8 @@ for workload in "--workload mlp" "--workload mlp --progress" "--workload cnn" "-
     # shellcheck disable=SC2086
     timeout 120 "$python" benchmarks/overhead.py --device cuda --pairs 21 $workload 2>&1 | tee -a "$out/benchmark.log"
 done
+timeout 150 "$python" benchmarks/overhead.py --device cuda --pairs 7 --compile reduce-overhead 2>&1 \
+    | tee -a "$out/benchmark.log"
 
 step "mixed-precision example on the GPU"
 timeout 150 "$python" examples/mixed_precision.py --device cuda --epochs 4 --out "$out/mixed_precision" 2>&1 \

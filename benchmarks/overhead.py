@@ -15,8 +15,11 @@ second raw loop in Trial's place, which shows how far apart two identical loops 
 machine. ``--instructions`` counts instead the CPU instructions of one epoch of each loop under
 valgrind's callgrind: slow, but exact and repeatable.
 
+``--compile`` times three loops in one run instead: the eager raw loop, the raw loop compiled by hand
+(forward, loss and backward as one compiled function) and ``Trial.with_compile()``.
+
 Usage: ``python benchmarks/overhead.py [--workload mlp|cnn] [--pairs 15] [--progress] [--device cuda] [--control]
-[--interleave batch|epoch] [--instructions]``
+[--interleave batch|epoch] [--instructions] [--compile [MODE]]``
 """
 
 from __future__ import annotations
@@ -95,6 +98,16 @@ class RawLoop(Side):
     def __init__(self, workload: str, device: str, progress: bool) -> None:
         super().__init__(workload, device, progress)
         self.window: collections.deque = collections.deque(maxlen=50)  # (batch loss, batch accuracy)
+        self.evaluate = self.model  # the validation forward pass
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """zero_grad → forward → loss → backward → optimizer step; returns the output and the loss."""
+        self.optimizer.zero_grad()
+        output = self.model(x)
+        loss = self.criterion(output, y)
+        loss.backward()
+        self.optimizer.step()
+        return output, loss
 
     def epoch(self) -> dict:
         _drain(self.steps())  # no Python code of ours between batches
@@ -120,11 +133,7 @@ class RawLoop(Side):
         running = None
         for batch, (x, y) in enumerate(self.train_loader):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad()
-            output = self.model(x)
-            loss = self.criterion(output, y)
-            loss.backward()
-            self.optimizer.step()
+            output, loss = self.train_step(x, y)
             batch_correct = (output.argmax(1) == y).sum()
             loss_sum += loss.detach() * y.numel()  # every sample counts once in the epoch mean
             correct += batch_correct
@@ -150,7 +159,7 @@ class RawLoop(Side):
         with torch.no_grad():
             for x, y in self.val_loader:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                output = self.model(x)
+                output = self.evaluate(x)
                 loss_sum += self.criterion(output, y) * y.numel()
                 correct += (output.argmax(1) == y).sum()
                 seen += y.numel()
@@ -158,12 +167,43 @@ class RawLoop(Side):
         self.history = {**train, "val_loss": loss_sum.item() / seen, "val_acc": correct.item() / seen}
 
 
-class TrialLoop(Side):
-    """The same training through Trial, one epoch per call."""
+class CompiledRawLoop(RawLoop):
+    """The raw loop compiled by hand the way ``Trial.with_compile()`` compiles: zero_grad, then one compiled
+    function for forward → loss → backward (dynamo traces the backward into the graph), then the optimizer
+    step; validation runs the compiled model."""
 
-    def __init__(self, workload: str, device: str, progress: bool, drives: bool = False) -> None:
+    def __init__(self, workload: str, device: str, progress: bool, **compile_kwargs) -> None:
+        super().__init__(workload, device, progress)
+        torch._dynamo.config.trace_autograd_ops = True  # set once for the process, as a script would
+        self.forward_backward = torch.compile(self._forward_backward, **compile_kwargs)
+        self.evaluate = torch.compile(self.model, **compile_kwargs)
+        self.cuda_graphs = compile_kwargs.get("mode") == "reduce-overhead"
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model(x)
+        loss = self.criterion(output, y)
+        loss.backward()
+        return output.detach(), loss.detach()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad()
+        output, loss = self.forward_backward(x, y)
+        if self.cuda_graphs:  # the running window keeps losses that the next replay would overwrite
+            output, loss = output.clone(), loss.clone()
+        self.optimizer.step()
+        return output, loss
+
+
+class TrialLoop(Side):
+    """The same training through Trial, one epoch per call (``compile_kwargs``: with ``with_compile``)."""
+
+    def __init__(
+        self, workload: str, device: str, progress: bool, drives: bool = False, compile_kwargs: dict | None = None
+    ) -> None:
         super().__init__(workload, device, progress)
         self.trial = Trial(self.model, self.optimizer, self.criterion, metrics=["acc", "loss"], verbose=0)
+        if compile_kwargs is not None:
+            self.trial.with_compile(**compile_kwargs)
         self.after_batch: Callable[[], None] = lambda: None
         if drives:  # hand over from inside the loaders, so that each loop's batch (fetch, step, metrics) runs whole
             self.trial.with_generators(_HandingOver(self.train_loader, self), _HandingOver(self.val_loader, self))
@@ -268,20 +308,27 @@ def _timed_epoch(side: Side) -> float:
     return time.process_time() - start
 
 
-def timed_lockstep_epoch(driver: RawLoop | TrialLoop, driven: DrivenRawLoop) -> tuple[float, float]:
-    """Seconds of one epoch of each loop run batch by batch in turn: (driven raw loop, driver).
+def timed_lockstep_epoch(driver: RawLoop | TrialLoop, *driven: DrivenRawLoop) -> tuple[float, ...]:
+    """Seconds of one epoch of each loop run batch by batch in turn: (each driven raw loop ..., driver).
 
     Wall time, taken around each driven batch and around the whole driver epoch; the driver's time is
     the whole less the driven batches inside it, so the hand-over (a function call, a switch of
     grad mode and two clock reads per batch) counts against the driver. ``--control`` shows what
     that costs.
     """
-    driven.start()
+    for loop in driven:
+        loop.start()
+
+    def after_batch() -> None:
+        for loop in driven:
+            loop.step()
+
     start = time.perf_counter()
-    driver.drive(driven.step)
-    driver_seconds = time.perf_counter() - start - driven.seconds
-    driven.finish()
-    return driven.seconds, driver_seconds
+    driver.drive(driven[0].step if len(driven) == 1 else after_batch)
+    driver_seconds = time.perf_counter() - start - sum(loop.seconds for loop in driven)
+    for loop in driven:
+        loop.finish()
+    return (*(loop.seconds for loop in driven), driver_seconds)
 
 
 def peak_memory(kind: str, args: argparse.Namespace) -> float:
@@ -437,6 +484,60 @@ def fastest_ratio(raw_times: list[float], trial_times: list[float], share: float
     return sum(sorted(trial_times)[:count]) / sum(sorted(raw_times)[:count])
 
 
+def compile_contestants(args: argparse.Namespace) -> dict[str, RawLoop | TrialLoop]:
+    """The three loops of ``--compile``: the eager raw loop, the raw loop compiled by hand, Trial.with_compile()."""
+    compile_kwargs = {} if args.compile == "default" else {"mode": args.compile}
+    drives = not args.device.startswith("cuda")
+    return {
+        "raw eager": RawLoop(args.workload, args.device, args.progress),
+        "raw compiled": CompiledRawLoop(args.workload, args.device, args.progress, **compile_kwargs),
+        "Trial compiled": TrialLoop(args.workload, args.device, args.progress, drives, compile_kwargs),
+    }
+
+
+def timed_compile_epochs(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per epoch of the three ``--compile`` loops, all compiled in the warm-up epochs.
+
+    On the CPU Trial drives and the two raw loops each run a batch after each of its batches (as
+    :func:`timed_lockstep_pairs`); on a GPU whole epochs alternate, each round in a rotated order.
+    """
+    loops = compile_contestants(args)
+    names = list(loops)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    if args.device.startswith("cuda"):
+        for round_number in range(args.warmup + args.pairs):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                seconds = _timed_epoch(loops[name])
+                if round_number >= args.warmup:
+                    times[name].append(seconds)
+        return times
+    raw_loops = (DrivenRawLoop(loops["raw eager"]), DrivenRawLoop(loops["raw compiled"]))
+    for round_number in range(args.warmup + args.pairs):
+        eager, compiled, trial = timed_lockstep_epoch(loops["Trial compiled"], *raw_loops)
+        if round_number >= args.warmup:
+            for name, seconds in zip(names, (eager, compiled, trial)):
+                times[name].append(seconds)
+    return times
+
+
+def print_compile_table(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
+    """Median seconds per epoch of the three loops, and Trial's ratios to each raw loop."""
+    print(f"workload={args.workload} device={args.device} compile={args.compile} pairs={args.pairs} "
+          f"threads={args.threads} torch={torch.__version__}")  # fmt: skip
+    print("| loop           | median s/epoch |")
+    print("|----------------|----------------|")
+    for name, seconds in times.items():
+        print(f"| {name:<14} | {statistics.median(seconds):14.4f} |")
+    trial = times["Trial compiled"]
+    for name in ("raw eager", "raw compiled"):
+        ratios = [t / r for r, t in zip(times[name], trial)]
+        low, high = median_interval(ratios)
+        print(f"Trial compiled/{name} ratio: median {statistics.median(ratios):.4f}  95% interval of the median "
+              f"{low:.4f}-{high:.4f}  min {min(ratios):.4f}  max {max(ratios):.4f}  fastest 10% of epochs "
+              f"{fastest_ratio(times[name], trial):.4f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
@@ -450,6 +551,10 @@ def main() -> None:
     parser.add_argument(
         "--interleave", choices=["batch", "epoch"], help="alternate the loops every batch (the default on the CPU) "
         "or every epoch (the default, and the only choice, on a GPU)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", nargs="?", const="default", metavar="MODE", help="time Trial.with_compile() against the eager "
+        "raw loop and the raw loop compiled the same way (MODE: a torch.compile mode, e.g. reduce-overhead)"
     )  # fmt: skip
     parser.add_argument("--instructions", action="store_true", help="count one epoch's instructions under valgrind")
     parser.add_argument("--peak-of", choices=["raw", "trial"], help=argparse.SUPPRESS)
@@ -469,6 +574,9 @@ def main() -> None:
               f"Trial {trial_count / 1e6:.1f} M, Trial/raw {trial_count / raw_count:.4f}")  # fmt: skip
         return
 
+    if args.compile:
+        print_compile_table(args, timed_compile_epochs(args))
+        return
     interleave = args.interleave or ("epoch" if args.device.startswith("cuda") else "batch")
     if interleave == "batch" and args.device.startswith("cuda"):
         parser.error("--interleave batch times each batch on the host; on a GPU use --interleave epoch")

@@ -127,3 +127,46 @@ def test_a_gpu_checkpoint_resumes_in_a_cpu_trial(tmp_path):
     gpu.with_test_generator(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=16))
     assert torch.allclose(cpu.predict(), gpu.predict().cpu(), atol=1e-5)
     assert len(cpu.state[torchbearer.HISTORY]) == 2
+
+
+def test_reduce_overhead_runs_the_step_in_cuda_graphs_without_syncs_and_matches_eager():
+    from torch._dynamo.utils import counters
+
+    from torchbearer.callbacks import on_start_training, on_step_training
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 32, generator=generator), torch.randint(0, 10, (200,), generator=generator)
+    batches = [(x[i : i + 64].cuda(), y[i : i + 64].cuda()) for i in range(0, 200, 64)]  # the last one has 8
+    armed = [False]  # epochs after the first: any synchronising call inside a training pass raises
+
+    @on_start_training
+    def strict(state):
+        if armed[0]:
+            torch.cuda.set_sync_debug_mode("error")
+
+    @on_step_training
+    def relax_after_last(state):
+        if state[torchbearer.BATCH] == len(batches) - 1:
+            torch.cuda.set_sync_debug_mode("default")  # the one end-of-pass transfer comes next
+
+    def trial(callbacks=(), **compile_kwargs):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        trial = Trial(model, optimizer, nn.CrossEntropyLoss(), ["acc", "loss"], list(callbacks), verbose=0)
+        trial.with_train_generator(batches).to("cuda")
+        return trial.with_compile(**compile_kwargs) if compile_kwargs else trial
+
+    eager = trial().run(3)
+    compiled = trial([strict, relax_after_last], mode="reduce-overhead")
+    try:
+        compiled.run(1)
+        armed[0] = True
+        graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
+        history = compiled.run(3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing compiled after the first epoch
+    assert counters["inductor"]["cudagraph_skips"] == skips == 0  # every compiled graph ran as a CUDA graph
+    assert compiled._compilation.region is not None and compiled._compilation.region.failure is None
+    assert [record["loss"] for record in history] == pytest.approx([record["loss"] for record in eager], rel=1e-3)

@@ -14,6 +14,7 @@ from torchbearer.bases import cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
 from torchbearer.calling import always_pass_state
+from torchbearer.compiling import TrialCompilation
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
 from torchbearer.errors import ConfigurationError, ConfigurationTypeError, TorchbearerWarning
 from torchbearer.injection import (
@@ -179,7 +180,8 @@ class Trial:
         if model is not None and pass_state:
             always_pass_state(model)
         self.verbose = verbose
-        self.closure = standard_closure()
+        self.closure = self._standard_closure = standard_closure()
+        self._compilation: TrialCompilation | None = None  # set by with_compile
         self.state = State()
         self.state.update(
             {
@@ -412,17 +414,33 @@ class Trial:
         self.state[GRAD_SCALER] = scaler
         return self
 
-    def with_compile(self, **compile_kwargs) -> Trial:
-        """Compile the model with ``torch.compile(model, **compile_kwargs)``.
+    def with_compile(self, explain: bool = False, **compile_kwargs) -> Trial:
+        """Compile the training step as a hand-written loop would: forward, loss and backward as one graph.
 
-        State dicts and checkpoints still hold the plain model's keys (no ``_orig_mod.`` prefix),
-        so they load into an uncompiled model.
+        Each training pass runs the model, the criterion and ``loss.backward()`` as one compiled function
+        when no callback overrides ``on_forward`` or ``on_criterion`` (which would run inside it); else
+        the step runs as without compile, around the compiled model. Validation and prediction use the
+        compiled model. See ``docs/guide/compile.md`` for what splits the region, shapes and CUDA graphs.
+        State dicts and checkpoints still hold the plain model's keys (no ``_orig_mod.`` prefix).
+
+        Args:
+            explain: Print, at the first training batch, how many graphs the step compiles into and why
+                it breaks (``torch._dynamo.explain``), or why the step cannot be one region.
+            **compile_kwargs: For ``torch.compile``: ``mode`` (``'reduce-overhead'`` for CUDA graphs on a
+                GPU), ``dynamic``, ``backend``, ``options``, ...
+
+        Raises:
+            ConfigurationError: the model is not an ``nn.Module``.
+
+        Example:
+            >>> Trial(model, optimizer, loss, metrics=['acc']).with_compile(explain=True)  # doctest: +SKIP
         """
         model = self.state[MODEL]
         if not isinstance(model, torch.nn.Module):
             raise ConfigurationError(f"with_compile needs an nn.Module model, got {type(model).__name__}")
+        self._compilation = TrialCompilation(compile_kwargs, explain)
         if unwrap_model(model) is model:
-            self.state[MODEL] = torch.compile(model, **compile_kwargs)
+            self.state[MODEL] = self._compilation.compile_model(model)
         return self
 
     def with_accumulation(self, steps: int) -> Trial:
@@ -564,8 +582,11 @@ class Trial:
         callbacks.on_start_epoch(state)
         self._prepare_pass(state, TRAIN_DATA, load_batch_standard)
         first_batch = self._start_training_iterator(state)
+        closure = self.closure
+        if self._compilation is not None:  # with_compile: the compiled region, when no hook runs inside it
+            closure = self._compilation.closure_for(state, closure, closure is self._standard_closure)
         self._resume.training_pass_active = True
-        train_pass(state, self.closure, first_batch)
+        train_pass(state, closure, first_batch)
         self._resume.training_pass_active = False
         if distributed.agree_to_stop(state):
             return True
