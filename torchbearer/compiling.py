@@ -50,10 +50,11 @@ from torchbearer.state import (
 
 HOOKS_INSIDE_THE_REGION = ("on_forward", "on_criterion")
 
-# Dynamo traces loss.backward() into the graph only with this flag (torch 2.14 has it; older versions
-# may not). It is set around each call of a region (about 5 microseconds) rather than for the whole
-# process, so that other compiled code is unaffected.
-BACKWARD_TRACEABLE = hasattr(torch._dynamo.config, "trace_autograd_ops")
+# Dynamo traces loss.backward() into the graph only with this flag, which torch 2.14 has (earlier
+# versions are not known to trace backward: they compile forward and criterion, see CompiledRegion).
+# It is set around each call of a region (about 5 microseconds) rather than for the whole process, so
+# that other compiled code is unaffected.
+BACKWARD_TRACEABLE = torch.__version__ >= (2, 14) and hasattr(torch._dynamo.config, "trace_autograd_ops")
 _BACKWARD_IN_THE_GRAPH = (
     torch._dynamo.config.patch(trace_autograd_ops=True) if BACKWARD_TRACEABLE else contextlib.nullcontext()
 )
