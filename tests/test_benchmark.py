@@ -29,6 +29,17 @@ def test_the_raw_loop_computes_the_same_history_values_as_trial():
         assert trial[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
+def test_the_compiled_raw_loop_and_compiled_trial_report_what_the_eager_raw_loop_reports():
+    overhead = _benchmark_module()
+    torch.set_num_threads(1)
+    eager = overhead.RawLoop("cnn", "cpu", progress=False).epoch()
+    compiled = overhead.CompiledRawLoop("cnn", "cpu", False, backend="aot_eager").epoch()
+    trial = overhead.TrialLoop("cnn", "cpu", False, compile_kwargs={"backend": "aot_eager"}).epoch()
+    for key, value in eager.items():
+        assert compiled[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        assert trial[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
 def test_the_raw_loop_pauses_after_every_batch_and_reports_the_same_history_either_way():
     overhead = _benchmark_module()
     torch.set_num_threads(1)

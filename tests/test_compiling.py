@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 import torchbearer
 from torchbearer import Callback, Trial
 from torchbearer.callbacks import on_forward
-from torchbearer.compiling import region_blocker, uses_cuda_graphs
+from torchbearer.compiling import _BACKWARD_IN_THE_GRAPH, CompiledRegion, region_blocker, uses_cuda_graphs
 from torchbearer.errors import CriterionError, TorchbearerWarning
 
 
@@ -174,3 +174,15 @@ def test_without_a_traceable_backward_forward_and_criterion_compile_and_autograd
     trial = _trial(data)
     assert _losses(trial.run(2)) == pytest.approx(_losses(eager), rel=1e-4)
     assert trial._compilation.region.failure is None
+
+
+def test_each_region_compiles_on_its_own_past_dynamo_s_limit_of_eight_versions():
+    compiled = []
+    for width in range(4, 14):  # ten models: without isolate_recompiles the ninth would silently run eagerly
+        model = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 3))
+        region = CompiledRegion(model, nn.CrossEntropyLoss(), None, "cpu", 1, {"backend": "aot_eager"})
+        before = _graphs_compiled()
+        with _BACKWARD_IN_THE_GRAPH:
+            region(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        compiled.append(_graphs_compiled() - before)
+    assert compiled == [1] * 10

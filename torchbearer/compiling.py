@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import types
+import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -49,11 +49,14 @@ from torchbearer.state import (
 )
 
 HOOKS_INSIDE_THE_REGION = ("on_forward", "on_criterion")
+# Each region keeps its own compiled versions: dynamo stops compiling a function after recompile_limit (8)
+# versions, and without this every Trial of a process (a hyper-parameter sweep) would share those 8.
+_ISOLATED = {"isolate_recompiles": True} if "isolate_recompiles" in inspect.signature(torch.compile).parameters else {}
+_WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 
 # Dynamo traces loss.backward() into the graph only with this flag, which torch 2.14 has (earlier
 # versions are not known to trace backward: they compile forward and criterion, see CompiledRegion).
-# It is set around each call of a region (about 5 microseconds) rather than for the whole process, so
-# that other compiled code is unaffected.
+# It is set while a training pass runs the region (TrialCompilation.training_pass), not for the process.
 BACKWARD_TRACEABLE = torch.__version__ >= (2, 14) and hasattr(torch._dynamo.config, "trace_autograd_ops")
 _BACKWARD_IN_THE_GRAPH = (
     torch._dynamo.config.patch(trace_autograd_ops=True) if BACKWARD_TRACEABLE else contextlib.nullcontext()
@@ -109,34 +112,34 @@ class CompiledRegion:
         self, model: torch.nn.Module, criterion: Callable, autocast_dtype: torch.dtype | None, device: Any,
         accumulation_steps: int, compile_kwargs: dict,
     ) -> None:  # fmt: skip
-        autocast = functools.partial(
-            torch.autocast, device_type(device), dtype=autocast_dtype, enabled=autocast_dtype is not None
-        )
-
         def forward_criterion(x: Any, y_true: Any) -> tuple[Any, torch.Tensor]:
-            with autocast():
-                y_pred = model(*x) if isinstance(x, (list, tuple)) else model(x)
-                predictions = y_pred if isinstance(y_pred, (list, tuple)) else (y_pred,)
-                targets = y_true if isinstance(y_true, (list, tuple)) else (y_true,)
-                return y_pred, criterion(*predictions, *targets)
+            y_pred = model(*x) if isinstance(x, (list, tuple)) else model(x)
+            predictions = y_pred if isinstance(y_pred, (list, tuple)) else (y_pred,)
+            targets = y_true if isinstance(y_true, (list, tuple)) else (y_true,)
+            return y_pred, criterion(*predictions, *targets)
 
-        def forward_criterion_backward(x: Any, y_true: Any, forward: Callable = forward_criterion) -> tuple:
+        if autocast_dtype is not None:  # mixed precision: the forward pass and the criterion under autocast
+            forward_criterion = torch.autocast(device_type(device), dtype=autocast_dtype)(forward_criterion)
+        forward = forward_criterion
+        if not BACKWARD_TRACEABLE:  # forward and criterion compiled, and their backward by AOTAutograd
+            forward = torch.compile(forward_criterion, **_ISOLATED, **compile_kwargs)
+
+        def forward_criterion_backward(x: Any, y_true: Any) -> tuple[Any, torch.Tensor]:
             y_pred, loss = forward(x, y_true)
             (loss / accumulation_steps if accumulation_steps > 1 else loss).backward()
             return _detached(y_pred), loss.detach()
 
         self.key = (model, criterion, autocast_dtype, device_type(device), accumulation_steps)
-        self.function = forward_criterion_backward
         self.model = model
+        self.compiled = forward_criterion_backward  # runs the compiled forward; autograd runs its backward
+        self.explained = forward_criterion  # what explain=True reports on: the compiled function, uncompiled
         if BACKWARD_TRACEABLE:
             # One graph. fullgraph: a graph break raises instead of splitting it, because a backward traced
             # across a break loses gradients (torch 2.14); the Trial then runs the step around the compiled model.
             self.compiled = torch.compile(
-                _with_own_code(forward_criterion_backward), **{**compile_kwargs, "fullgraph": True}
+                forward_criterion_backward, **_ISOLATED, **{**compile_kwargs, "fullgraph": True}
             )
-        else:  # forward and criterion compiled, and their backward by AOTAutograd; autograd runs it
-            compiled_forward = torch.compile(_with_own_code(forward_criterion), **compile_kwargs)
-            self.compiled = functools.partial(forward_criterion_backward, forward=compiled_forward)
+            self.explained = forward_criterion_backward
         self.cuda_graphs = uses_cuda_graphs(compile_kwargs)
         self.explain_next_call = False
         self.failure: Exception | None = None
@@ -144,9 +147,8 @@ class CompiledRegion:
     def __call__(self, x: Any, y_true: Any) -> tuple[Any, torch.Tensor]:
         if self.explain_next_call:
             self.explain_next_call = False
-            print(explanation(self.function, (x, y_true), self.model, "the training step's region"))
-        with _BACKWARD_IN_THE_GRAPH:
-            y_pred, loss = self.compiled(x, y_true)
+            print(explanation(self.explained, (x, y_true), self.model, "the training step's region"))
+        y_pred, loss = self.compiled(x, y_true)  # within TrialCompilation.training_pass: backward traced
         if self.cuda_graphs:  # the next replay overwrites a CUDA graph's outputs; metrics keep earlier ones
             y_pred, loss = _cloned(y_pred), loss.clone()
         return y_pred, loss
@@ -162,18 +164,6 @@ class CompiledRegion:
             TorchbearerWarning,
             stacklevel=2,
         )
-
-
-def _with_own_code(function: Callable) -> Callable:
-    """``function`` with a private copy of its code object.
-
-    Dynamo keeps its compiled graphs on the code object and stops compiling a code object after
-    ``torch._dynamo.config.recompile_limit`` (8) versions: without a copy, every Trial of a process
-    (a hyper-parameter sweep) would share those 8, and the ninth model would silently run eagerly.
-    """
-    code = function.__code__.replace()
-    return types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__,
-                              function.__closure__)  # fmt: skip
 
 
 def _detached(value: Any) -> Any:
@@ -249,36 +239,50 @@ class TrialCompilation:
         """``torch.compile(model)`` for everything but the region, without CUDA graphs: validation and
         callbacks keep the outputs of earlier batches, which a CUDA graph's next replay would overwrite."""
         kwargs = dict(self.compile_kwargs)
-        if uses_cuda_graphs(kwargs):
-            kwargs.pop("mode", None)
-            kwargs["options"] = {**(kwargs.get("options") or {}), "triton.cudagraphs": False}
+        if kwargs.get("mode") in _WITHOUT_CUDA_GRAPHS:
+            kwargs["mode"] = _WITHOUT_CUDA_GRAPHS[kwargs["mode"]]
+        if (kwargs.get("options") or {}).get("triton.cudagraphs"):
+            kwargs["options"] = {**kwargs["options"], "triton.cudagraphs": False}
         return torch.compile(model, **kwargs)
 
-    def closure_for(self, state: dict, closure: Callable[[dict], Any], default_closure: bool) -> Callable[[dict], Any]:
-        """The closure for one training pass: the compiled region if nothing blocks it, else ``closure``.
+    @contextlib.contextmanager
+    def training_pass(
+        self, state: dict, closure: Callable[[dict], Any], default_closure: bool
+    ) -> Iterator[Callable[[dict], Any]]:
+        """Gives the closure for one training pass: the compiled region if nothing blocks it, else ``closure``.
+
+        While a pass runs the region, dynamo may trace ``loss.backward()`` (``trace_autograd_ops``). The
+        flag is set for the pass rather than around each batch because changing dynamo's configuration
+        makes its next guard check hash the configuration again, which costs more than a small model's
+        step gains.
 
         Args:
             state: The state at the start of the pass.
             closure: The Trial's closure, which runs around the compiled model when the region cannot.
             default_closure: Whether ``closure`` is the Trial's standard one.
         """
+        region, blocker = self._region_for(state, default_closure)
+        explain, self.explain = self.explain, False  # explain the first pass only
+        if region is None:
+            yield _explaining_first_call(closure, blocker) if explain else closure
+            return
+        region.explain_next_call = explain
+        with _BACKWARD_IN_THE_GRAPH:
+            yield functools.partial(compiled_forward_backward, region=region)
+
+    def _region_for(self, state: dict, default_closure: bool) -> tuple[CompiledRegion | None, str]:
+        """The region for this pass (made again if the model, criterion or precision changed), or None and why."""
         blocker = region_blocker(state, default_closure)
         if blocker is not None:
-            if self.explain:
-                self.explain = False
-                return _explaining_first_call(closure, blocker)
-            return closure
+            return None, blocker
         plain_model = getattr(state[MODEL], "_orig_mod", state[MODEL])
         key = (plain_model, state[CRITERION], state.get(AUTOCAST_DTYPE), device_type(state[DEVICE]),
                state.get(ACCUMULATION_STEPS) or 1)  # fmt: skip
         if self.region is None or self.region.key != key:
             self.region = CompiledRegion(*key[:2], key[2], state[DEVICE], key[4], self.compile_kwargs)
-        elif self.region.failure is not None:  # it did not compile in an earlier pass
-            return closure
-        if self.explain:
-            self.explain = False
-            self.region.explain_next_call = True
-        return functools.partial(compiled_forward_backward, region=self.region)
+        if self.region.failure is not None:
+            return None, f"it did not compile in an earlier pass ({type(self.region.failure).__name__})"
+        return self.region, ""
 
 
 def _explaining_first_call(closure: Callable[[dict], Any], blocker: str) -> Callable[[dict], Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -582,11 +583,12 @@ class Trial:
         callbacks.on_start_epoch(state)
         self._prepare_pass(state, TRAIN_DATA, load_batch_standard)
         first_batch = self._start_training_iterator(state)
-        closure = self.closure
-        if self._compilation is not None:  # with_compile: the compiled region, when no hook runs inside it
-            closure = self._compilation.closure_for(state, closure, closure is self._standard_closure)
+        pass_closure = contextlib.nullcontext(self.closure)
+        if self._compilation is not None:  # with_compile: a compiled region for the step when no hook runs inside it
+            pass_closure = self._compilation.training_pass(state, self.closure, self.closure is self._standard_closure)
         self._resume.training_pass_active = True
-        train_pass(state, closure, first_batch)
+        with pass_closure as closure:
+            train_pass(state, closure, first_batch)
         self._resume.training_pass_active = False
         if distributed.agree_to_stop(state):
             return True
