@@ -8,7 +8,7 @@ call on an otherwise unchanged Trial:
     trial.with_precision('bf16')          # autocast the forward pass and the loss
     trial.with_precision('fp16')          # ... and scale the loss (GradScaler), skipping overflowing steps
     trial.with_accumulation(4)            # one optimizer step per 4 batches
-    trial.with_compile()                  # torch.compile the model; checkpoints keep plain names
+    trial.with_compile()                  # forward, loss and backward compiled as one region; plain checkpoint names
     trial.with_prefetch()                 # copy the next batch to the device while this one trains
 
 Writes ``variants.png`` (validation accuracy per epoch of each variant) under

@@ -323,21 +323,30 @@ def explanation(function: Callable, args: tuple, model: torch.nn.Module, what: s
 
 
 def describe_explanation(explained: Any, what: str) -> str:
-    """``torch._dynamo.explain``'s output in a few lines: how many graphs and breaks, and each cause with its place.
+    """``torch._dynamo.explain``'s output in a few lines: how many graphs and breaks, and each cause with its
+    place, dynamo's explanation and its first hint.
 
     A break inside a nested call (the model's ``forward``) also breaks every frame around it, so there
     are often more breaks than causes.
     """
     graphs, breaks = explained.graph_count, explained.graph_break_count
     lines = [f"torch.compile of {what}: {graphs} graph(s), {breaks} graph break(s)."]
-    causes = []
+    causes: list[str] = []
     for reason in explained.break_reasons:
-        frame = reason.user_stack[-1] if reason.user_stack else None
-        place = f" at {frame.filename}:{frame.lineno} in {frame.name}" if frame is not None else ""
-        cause = f"  cause: {str(reason.reason).strip().splitlines()[0]}{place}"
+        cause = _cause(reason)
         if cause not in causes:
             causes.append(cause)
     lines += causes
     if causes:
         lines.append("  Each break ends a graph and runs Python before the next one: remove the causes for one graph.")
     return "\n".join(lines)
+
+
+def _cause(reason: Any) -> str:
+    """One graph break's cause: the summary and the place, then dynamo's explanation and first hint, indented."""
+    text = [line.strip() for line in str(reason.reason).strip().splitlines() if line.strip()]
+    frame = reason.user_stack[-1] if reason.user_stack else None
+    place = f" at {frame.filename}:{frame.lineno} in {frame.name}" if frame is not None else ""
+    details = [line.removeprefix("Explanation: ") for line in text[1:] if line.startswith("Explanation:")]
+    details += [line for line in text[1:] if line.startswith("Hint:")][:1]
+    return "\n".join([f"  cause: {text[0] if text else 'unknown'}{place}", *(f"    {line}" for line in details)])
