@@ -8,7 +8,7 @@ compiled twin of :func:`torchbearer.loop.forward_backward`. The model itself is 
 (``torch.compile(model)``), for validation, prediction and every step that cannot be one region.
 
 Hooks ``on_forward`` and ``on_criterion`` sit inside the region, so at the start of each training
-pass :meth:`TrialCompilation.closure_for` asks :func:`region_blocker` whether anything must run
+pass :meth:`TrialCompilation.training_pass` asks :func:`region_blocker` whether anything must run
 there. If nothing must, the pass runs the region; otherwise it runs the Trial's usual closure around
 the compiled model (the region split at the hooks: compiled forward, then the criterion, the hooks
 and the backward in Python). Metrics run after the step, outside any compiled code.
