@@ -5,6 +5,7 @@ Compiling dominates these tests' time: the first test compiles with inductor (C+
 which traces the same graphs but skips code generation.
 """
 
+import collections
 import io
 
 import pytest
@@ -74,6 +75,34 @@ def test_a_callback_on_forward_splits_the_region_and_still_runs_every_batch(data
     assert seen == [16, 16, 16, 2] * 2
     assert trial._compilation.region is None  # the Trial's closure ran around the compiled model
     assert _losses(history) == pytest.approx(_losses(eager), rel=1e-4)
+
+
+def test_a_model_returning_a_named_tuple_for_a_criterion_of_several_outputs_compiles_as_one_region(data):
+    Outputs = collections.namedtuple("Outputs", "logits norm")
+
+    class TwoOutputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+
+        def forward(self, x):
+            logits = self.linear(x)
+            return Outputs(logits, logits.pow(2).mean())
+
+    def criterion(logits, norm, y_true):
+        return nn.functional.cross_entropy(logits, y_true) + 0.01 * norm
+
+    def trial(compiled):
+        torch.manual_seed(0)
+        model = TwoOutputs()
+        trial = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1), criterion, ["loss"], verbose=0)
+        trial.with_train_data(*data, batch_size=16, shuffle=False, num_workers=0)
+        return trial.with_compile(backend="aot_eager") if compiled else trial
+
+    compiled = trial(compiled=True)
+    losses = [record["loss"] for record in compiled.run(2)]
+    assert losses == pytest.approx([record["loss"] for record in trial(compiled=False).run(2)], rel=1e-5)
+    assert compiled._compilation.region.failure is None
 
 
 def test_region_blocker_names_the_hook_and_the_callback_inside_the_region(data):

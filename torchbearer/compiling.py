@@ -127,7 +127,7 @@ class CompiledRegion:
         def forward_criterion_backward(x: Any, y_true: Any) -> tuple[Any, torch.Tensor]:
             y_pred, loss = forward(x, y_true)
             (loss / accumulation_steps if accumulation_steps > 1 else loss).backward()
-            return _detached(y_pred), loss.detach()
+            return _each_tensor(torch.Tensor.detach, y_pred), loss.detach()
 
         self.key = (model, criterion, autocast_dtype, device_type(device), accumulation_steps)
         self.model = model
@@ -150,7 +150,7 @@ class CompiledRegion:
             print(explanation(self.explained, (x, y_true), self.model, "the training step's region"))
         y_pred, loss = self.compiled(x, y_true)  # within TrialCompilation.training_pass: backward traced
         if self.cuda_graphs:  # the next replay overwrites a CUDA graph's outputs; metrics keep earlier ones
-            y_pred, loss = _cloned(y_pred), loss.clone()
+            y_pred, loss = _each_tensor(torch.Tensor.clone, y_pred), loss.clone()
         return y_pred, loss
 
     def failed(self, error: Exception) -> None:
@@ -166,23 +166,15 @@ class CompiledRegion:
         )
 
 
-def _detached(value: Any) -> Any:
+def _each_tensor(function: Callable[[torch.Tensor], torch.Tensor], value: Any) -> Any:
+    """``value`` with ``function`` applied to every tensor in it (lists, tuples, named tuples and dicts kept)."""
     if isinstance(value, torch.Tensor):
-        return value.detach()
+        return function(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(_detached(item) for item in value)
+        items = [_each_tensor(function, item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if isinstance(value, dict):
-        return {key: _detached(item) for key, item in value.items()}
-    return value
-
-
-def _cloned(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_cloned(item) for item in value)
-    if isinstance(value, dict):
-        return {key: _cloned(item) for key, item in value.items()}
+        return {key: _each_tensor(function, item) for key, item in value.items()}
     return value
 
 
