@@ -1,7 +1,9 @@
 """The passes of a fitting loop: one short function each, every step of a batch in plain sight.
 
 A training batch is :func:`training_step`; the closure it runs inside the optimizer step is, by
-default, :func:`forward_backward` right below it. Metric values stay on the device while a pass
+default, :func:`forward_backward` right below it (with ``Trial.with_compile``, when no callback hooks
+in between forward and backward, :func:`torchbearer.compiling.compiled_forward_backward`: the same
+steps as one compiled region). Metric values stay on the device while a pass
 runs and are computed only when something reads them (see :mod:`torchbearer.metric_values`); they
 become Python numbers once, at the end of the pass.
 """
