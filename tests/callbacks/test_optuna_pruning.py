@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 import torch
@@ -97,15 +98,11 @@ def test_two_worker_processes_share_one_study_through_a_sqlite_storage(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="shared", storage=storage)  # made once; the workers load it
     trials_each = 4
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), storage, "shared", str(worker), str(trials_each)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
-        for worker in range(2)
-    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    commands = [[sys.executable, str(WORKER), storage, "shared", str(worker), str(trials_each)] for worker in (0, 1)]
+    workers = [subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True, env=environment) for command in commands]
     outputs = [worker.communicate(timeout=180) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
+    for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-4000:]
 
     seen_by_each = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
