@@ -175,6 +175,23 @@ def test_training_that_raises_ends_the_run_as_failed_after_logging_the_epochs_it
     assert client.list_artifacts(logger.run_id) == []  # the files of a failed run are not logged
 
 
+def test_a_run_pruned_by_optuna_ends_killed_not_failed(sqlite_uri):
+    optuna = pytest.importorskip("optuna")
+    from torchbearer.callbacks import OptunaPruning
+
+    class PruneAfterFirstEpoch(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    optuna_trial = optuna.create_study(pruner=PruneAfterFirstEpoch()).ask()
+    logger = MLflowLogger(sqlite_uri)
+    with pytest.raises(optuna.TrialPruned):
+        small_trial([logger, OptunaPruning(optuna_trial)]).run(3)
+    client = mlflow.MlflowClient(sqlite_uri)
+    assert client.get_run(logger.run_id).info.status == "KILLED"
+    assert [step for step, _ in steps_and_values(client, logger.run_id, "val_loss")] == [0]
+
+
 def test_a_run_started_while_handling_another_error_still_finishes(sqlite_uri):
     logger = MLflowLogger(sqlite_uri, log_checkpoint=False, log_history_plot=False)
     try:
@@ -231,4 +248,4 @@ def test_artifacts_can_be_logged_on_request_after_the_run(sqlite_uri, tmp_path):
 def test_without_mlflow_the_error_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what an environment without mlflow looks like to import
     with pytest.raises(ImportError, match=r"pip install torchbearer\[mlflow\]"):
-        small_trial([MLflowLogger("sqlite:///unused.db")]).run(1)
+        MLflowLogger("sqlite:///unused.db")

@@ -46,7 +46,7 @@ class MLflowLogger(RunLogger):
         log_history_plot: Log ``history.png`` (needs matplotlib).
 
     Raises:
-        ImportError: At the first ``run`` if mlflow is not installed.
+        ImportError: If mlflow is not installed.
 
     Example:
         >>> logger = MLflowLogger('sqlite:///mlflow.db', experiment_name='digits', params={'dropout': 0.2})
@@ -65,6 +65,7 @@ class MLflowLogger(RunLogger):
         log_checkpoint: bool | str = True,
         log_history_plot: bool = True,
     ) -> None:
+        _import_mlflow()  # fail now, not when training starts
         super().__init__(params, batch_interval, log_checkpoint, log_history_plot)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name

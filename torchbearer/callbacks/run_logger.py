@@ -145,8 +145,8 @@ class RunLogger(Callback):
       ``history.png`` (:func:`torchbearer.plotting.plot_history`) as files of the run.
 
     No step is logged twice: a run resumed from a checkpoint older than what the tracker already holds
-    skips the epochs (and batches) the run logged before (with a warning). Under ``torchrun`` only rank
-    zero talks to the tracker.
+    skips the epochs (and batches) the run logged before (with a warning), as far as the tracker can say
+    (MLflow always; W&B online). Under ``torchrun`` only rank zero talks to the tracker.
 
     Subclasses implement ``_open``, ``_log_parameters``, ``_log_metrics``, ``_logged_until``,
     ``_log_files`` and ``_close``.
@@ -290,15 +290,17 @@ class RunLogger(Callback):
 
     def on_end(self, state: dict) -> None:
         error = sys.exc_info()[1]
-        if error is self._error_before_start:
-            error = None
+        status = end_status(None if error is self._error_before_start else error)
         try:
-            if error is None and self._training:
+            if status == FINISHED and self._training:
                 self._log_artifacts(state)
+        except BaseException:
+            status = FAILED  # the files could not be logged: the run did not end as it should
+            raise
         finally:
             if self._is_open:
                 self._is_open = False
-                self._close(end_status(error))
+                self._close(status)
 
     # ------------------------------------------------------------------------------- artifacts
     def log_artifacts(self, trial: Any = None) -> None:

@@ -29,8 +29,9 @@ class WandbLogger(RunLogger):
     ``batch/step``. The parameters go into the run's config. Files are written into the run's folder and
     saved with it. Offline (``WANDB_MODE=offline`` or ``mode='offline'``) everything stays in
     ``<dir>/wandb/offline-run-*`` until ``wandb sync``; a continued run then writes a new folder with the
-    same run id, which ``wandb sync`` joins to the first. Each logger's run is its own (``reinit='create_new'``):
-    it neither ends nor is ended by the user's ``wandb.init`` runs.
+    same run id, which ``wandb sync`` joins to the first. (Offline, a run resumed from a checkpoint older
+    than what the run holds cannot learn which epochs W&B already has, and logs them again.) Each logger's
+    run is its own (``reinit='create_new'``): it neither ends nor is ended by the user's ``wandb.init`` runs.
 
     Args:
         project: The W&B project; default W&B's own (``WANDB_PROJECT``, else ``uncategorized``).
@@ -43,7 +44,7 @@ class WandbLogger(RunLogger):
         **init_kwargs: Passed to ``wandb.init`` (``dir``, ``mode``, ``entity``, ``tags``, ``group``, ...).
 
     Raises:
-        ImportError: At the first ``run`` if wandb is not installed.
+        ImportError: If wandb is not installed.
 
     Example:
         >>> logger = WandbLogger(project='digits', config={'dropout': 0.2}, mode='offline')
@@ -61,6 +62,7 @@ class WandbLogger(RunLogger):
         log_history_plot: bool = True,
         **init_kwargs: Any,
     ) -> None:
+        _import_wandb()  # fail now, not when training starts
         super().__init__(config, batch_interval, log_checkpoint, log_history_plot)
         self.project = project
         self.name = name
@@ -90,6 +92,11 @@ class WandbLogger(RunLogger):
             self.run.define_metric(key, step_metric=EPOCH_METRIC)
             self._defined.add(key)
         self.run.log({**metrics, EPOCH_METRIC: step})
+
+    def _logged_until(self) -> tuple[int, int]:
+        # A resumed online run starts with the summary of what it logged before; an offline one knows nothing.
+        summary = self.run.summary
+        return int(summary.get(EPOCH_METRIC, -1)), int(summary.get(BATCH_STEP_METRIC, -1))
 
     def _log_files(self, write: Callable[[str], list[str]]) -> None:
         reopened = self.run is None
