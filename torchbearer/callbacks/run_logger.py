@@ -103,17 +103,17 @@ def run_parameters(state: Mapping) -> dict[str, Any]:
     return parameters
 
 
+_STEP_COUNTS = ("train_steps", "validation_steps")  # in the history records (and the metrics during replay)
+
+
 def _numbers(metrics: Mapping) -> dict[str, float]:
-    """The metrics a tracker can plot: finite or not, numbers only (lists, strings and ``None`` are left out)."""
-    values = to_python(dict(metrics))  # tensors to Python numbers: one CPU-GPU sync per device
+    """The metrics a tracker can plot: the numbers (lists, strings, ``None`` and the step counts are left out)."""
+    values = to_python(metrics)  # tensors to Python numbers: one CPU-GPU sync per device
     return {
         str(key): float(value)
         for key, value in values.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and str(key) not in _STEP_COUNTS
     }
-
-
-_STEP_COUNTS = ("train_steps", "validation_steps")  # in the history records (and the metrics during replay)
 
 
 def _is_pruned(error: BaseException) -> bool:
