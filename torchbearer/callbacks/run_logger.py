@@ -220,9 +220,6 @@ class RunLogger(Callback):
             self.run_id, self._logged_epoch, self._logged_batch, self._parameters_due = run_id, -1, -1, True
         return self
 
-    def reads_batch_metrics(self) -> bool:
-        return self.batch_interval is not None
-
     # ------------------------------------------------------------------------------- hooks
     def on_start(self, state: dict) -> None:
         # An exception being handled already (a run started inside an ``except`` block) is not this run's failure.
