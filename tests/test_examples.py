@@ -34,6 +34,7 @@ NAMES = [
     "lr_finder",
     "mixed_precision",
     "distributed",
+    "hyperparameter_search",
 ]
 NUMBER = r"([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 
@@ -218,3 +219,16 @@ def test_distributed_runs_as_a_single_process_and_saves(runs):
     assert 0 <= run.number("val_acc=") <= 1
     assert len((run.out / "log.csv").read_text().splitlines()) == 3
     assert len(torch.load(run.out / "model.pt")["history"]) == 2
+
+
+def test_hyperparameter_search_prunes_trials_and_draws_the_study(runs):
+    pytest.importorskip("optuna")
+    run = finished(runs, "hyperparameter_search")
+    match = re.search(r"^(\d+) trials: (\d+) complete, (\d+) pruned$", run.stdout, re.MULTILINE)
+    assert match, run.stdout
+    trials, complete, pruned = map(int, match.groups())
+    assert trials == 10 and complete + pruned == trials and pruned >= 1
+    assert 0.5 <= run.number("val_acc=") <= 1
+    assert (run.out / "study.log").is_file()  # the journal other workers can join
+    assert_png(run.out / "optimisation_history.png")
+    assert_png(run.out / "param_importances.png")
