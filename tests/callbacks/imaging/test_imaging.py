@@ -317,3 +317,21 @@ def test_a_subclass_with_its_own_step_hooks_still_makes_its_images_in_a_trial():
     train, val, test = str(torchbearer.TRAIN_DATA), str(torchbearer.VALIDATION_DATA), str(torchbearer.TEST_DATA)
     assert callback.own_steps == ["train", val, test]  # its own hooks ran, once per step
     assert made == [(data, index) for data in (train, val, test) for index in range(4)]  # and so did the images
+
+
+def test_to_tensorboard_logs_an_evaluation_at_the_last_trained_epoch_in_the_same_event_file(tmp_path):
+    pytest.importorskip("torchvision")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from torchbearer.callbacks import tensor_board
+
+    callback = MakeGrid(torchbearer.X, num_images=4, nrow=2).on_val()
+    callback.to_tensorboard(name="grid", log_dir=str(tmp_path), comment="run")
+    trial = _trial([callback])
+    trial.run(2)
+    trial.evaluate()
+    tensor_board.close_writer(str(tmp_path / "run"), callback)
+
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    events = event_accumulator.EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [image.step for image in events.Images("grid")] == [0, 1, 1]

@@ -17,6 +17,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.callbacks.evaluation import logged_epoch
 from torchbearer.distributed import is_rank_zero
 
 ImageHandler = Callable[[torch.Tensor, int, dict], None]
@@ -232,14 +233,18 @@ class ImagingCallback(Callback):
         return self
 
     def on_end(self, state: dict) -> None:
-        """Release the TensorBoard / visdom writers this callback opened."""
+        """Flush the TensorBoard writers this callback opened (kept for the trial's next call, so one event
+        file holds all its images) and release its visdom writers."""
         if not self._writers:
             return
         from torchbearer.callbacks.tensor_board import close_writer
 
-        for log_dir in {log_dir for log_dir, _visdom in self._writers}:
-            close_writer(log_dir, self)
-        self._writers = {}
+        for (log_dir, visdom), writer in list(self._writers.items()):
+            if visdom:
+                close_writer(log_dir, self)
+                del self._writers[(log_dir, visdom)]
+            else:
+                writer.flush()
 
     # Shaping the output -------------------------------------------------------------------------
 
@@ -360,6 +365,10 @@ class ImagingCallback(Callback):
     ) -> ImagingCallback:
         """Log images to TensorBoard at ``log_dir/comment``, with the epoch as the step.
 
+        Images of an ``evaluate`` call are logged at the last trained epoch (see
+        :func:`~torchbearer.callbacks.evaluation.logged_epoch`). The writer stays open between the trial's
+        calls, so one event file holds every image; Python's exit closes it.
+
         Args:
             name: Image tag, formatted with ``index`` (``'Image {index}'``).
             log_dir: Parent folder of the logs.
@@ -370,7 +379,7 @@ class ImagingCallback(Callback):
 
         def handler(image: torch.Tensor, position: int, state: dict) -> None:
             writer = self._writer(directory, False, None)
-            writer.add_image(name.format(index=position), image.clamp(0, 1), state[torchbearer.EPOCH])
+            writer.add_image(name.format(index=position), image.clamp(0, 1), logged_epoch(state))
 
         return self.with_handler(handler, index)
 
