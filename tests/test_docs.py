@@ -96,3 +96,12 @@ def test_site_builds_without_warnings(tmp_path):
     for page in (tmp_path / "site" / "examples").glob("*/index.html"):
         if page.parent.name != "img":
             assert "__main__" in page.read_text(), f"{page.parent.name}: the script's source was not included"
+
+
+def test_the_migration_guide_lists_the_printer_interval_and_the_exact_cutout_width():
+    from torchbearer.callbacks import ConsolePrinter
+
+    page = (DOCS / "guide" / "migrating.md").read_text()
+    assert f"at most every {ConsolePrinter.refresh_interval} s" in page
+    assert "`Cutout` and `RandomErase` cut holes `2 * (length // 2)` pixels wide" in page
+    assert "holes are exactly `length` wide" in page
