@@ -96,7 +96,7 @@ def test_every_example_script_is_tested():
 
 def test_quickstart_trains_and_writes_checkpoint_log_and_plot(runs):
     run = finished(runs, "quickstart")
-    assert 0 <= run.number("val_acc=") <= 1
+    assert 0.5 < run.number("val_acc=") <= 1  # ten digits: guessing gets 0.1
     assert run.number("loss=") > 0
     assert set(torch.load(run.out / "model.pt")) >= {"model", "optimizer", "history"}
     assert len((run.out / "log.csv").read_text().splitlines()) == 3  # header and two epochs
