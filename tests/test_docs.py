@@ -26,6 +26,7 @@ RUNNABLE_PAGES = [  # relative to the repository's root
     "docs/guide/metrics.md",
     "docs/guide/state-keys.md",
     "docs/guide/serialisation.md",
+    "docs/guide/coming-from.md",
 ]
 # Run after a page's blocks: the quickstarts must learn (three classes: guessing gets 0.33).
 PAGE_CHECKS = {
