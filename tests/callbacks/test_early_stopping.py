@@ -185,3 +185,18 @@ def test_restore_best_weights_survives_a_resume_from_a_checkpoint_saved_mid_run(
 
     assert _equal(scripted.weights[1], resumed.state[torchbearer.MODEL])
     assert not _equal(scripted.weights[4], resumed.state[torchbearer.MODEL])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_restore_best_weights_keeps_cpu_copies_of_a_gpu_model_and_restores_them_on_the_gpu(classification_data):
+    x, y = classification_data
+    scripted = _Scripted()
+    stopper = EarlyStopping(monitor="score", patience=2, restore_best_weights=True)
+    trial = _trial([scripted, stopper], 0.1, x, y).to("cuda")
+
+    trial.run(10)
+
+    assert all(not value.is_cuda for value in stopper.best_weights.values())
+    model = trial.state[torchbearer.MODEL]
+    assert all(parameter.is_cuda for parameter in model.parameters())
+    assert _equal(scripted.weights[1], model)
