@@ -13,6 +13,7 @@ from torchbearer import checks, distributed, prefetch
 from torchbearer.bases import cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
+from torchbearer.callbacks.evaluation import EVALUATION
 from torchbearer.calling import always_pass_state
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
 from torchbearer.errors import ConfigurationError, ConfigurationTypeError, TorchbearerWarning
@@ -652,6 +653,7 @@ class Trial:
         )
 
     def _evaluation_pass(self, state: dict) -> None:
+        state[EVALUATION] = _SHORT_NAMES[_DATA_KEYS[state[DATA]][2]]  # loggers record it at the trial's epoch
         callbacks = state[CALLBACK_LIST]
         callbacks.on_start(state)
         callbacks.on_start_epoch(state)
