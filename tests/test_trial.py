@@ -5,10 +5,12 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import RandomSampler, SequentialSampler
 
 import torchbearer
 from torchbearer import Callback, Trial
 from torchbearer.bases import HOOKS
+from torchbearer.state import TEST_GENERATOR, TRAIN_GENERATOR, VALIDATION_GENERATOR
 
 
 class HookRecorder(Callback):
@@ -323,6 +325,24 @@ def test_with_data_skips_missing_parts():
                                                          x_test=torch.randn(3, 2), num_workers=0)  # fmt: skip
     assert trial.state[torchbearer.VALIDATION_GENERATOR] is None
     assert trial.state[torchbearer.TEST_STEPS] == 3
+
+
+def test_tensor_data_is_loaded_in_the_main_process_by_default():
+    x, y = torch.randn(6, 2), torch.randn(6, 1)
+    trial = Trial(nn.Linear(2, 1), verbose=0).with_train_data(x, y).with_val_data(x, y).with_test_data(x)
+    other = Trial(nn.Linear(2, 1), verbose=0).with_data(x, y, x, y, x)
+    for each in (trial, other):
+        loaders = [each.state[key] for key in (TRAIN_GENERATOR, VALIDATION_GENERATOR, TEST_GENERATOR)]
+        assert [loader.num_workers for loader in loaders] == [0, 0, 0]
+
+
+def test_only_training_data_is_shuffled_by_default():
+    x, y = torch.randn(6, 2), torch.randn(6, 1)
+    trial = Trial(nn.Linear(2, 1), verbose=0).with_train_data(x, y).with_val_data(x, y)
+    other = Trial(nn.Linear(2, 1), verbose=0).with_data(x, y, x, y, shuffle=True)
+    for each in (trial, other):
+        assert isinstance(each.state[TRAIN_GENERATOR].sampler, RandomSampler)
+        assert isinstance(each.state[VALIDATION_GENERATOR].sampler, SequentialSampler)
 
 
 def test_non_int_steps_warn_and_cast():

@@ -288,8 +288,8 @@ class Trial:
             self.with_test_generator(test_generator, test_steps)
         return self
 
-    def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Train on tensors ``x``, ``y`` through a ``DataLoader``.
+    def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=0, steps=None) -> Trial:
+        """Train on tensors ``x``, ``y`` through a ``DataLoader`` (in this process: tensors in memory need no workers).
 
         Raises:
             ConfigurationTypeError: ``x`` or ``y`` is not a tensor.
@@ -299,26 +299,29 @@ class Trial:
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_train_generator(loader, steps=steps)
 
-    def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Validate on tensors ``x``, ``y`` through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
+    def with_val_data(self, x, y, batch_size=1, shuffle=False, num_workers=0, steps=None) -> Trial:
+        """Validate on tensors ``x``, ``y`` through a ``DataLoader``, in order (errors as in :meth:`with_train_data`)."""
         dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
         loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
         return self.with_val_generator(loader, steps=steps)
 
-    def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
+    def with_test_data(self, x, batch_size=1, num_workers=0, steps=None) -> Trial:
         """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         loader = DataLoader(checks.tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
     def with_data(
-        self, x_train=None, y_train=None, x_val=None, y_val=None, x_test=None, batch_size=1, num_workers=1,
+        self, x_train=None, y_train=None, x_val=None, y_val=None, x_test=None, batch_size=1, num_workers=0,
         train_steps=None, val_steps=None, test_steps=None, shuffle=True,
     ) -> Trial:  # fmt: skip
-        """Set train, validation and test tensors at once; parts left ``None`` are skipped."""
+        """Set train, validation and test tensors at once; parts left ``None`` are skipped.
+
+        ``shuffle`` applies to the training data only: validation and test data are read in order.
+        """
         if x_train is not None and y_train is not None:
             self.with_train_data(x_train, y_train, batch_size, shuffle, num_workers, train_steps)
         if x_val is not None and y_val is not None:
-            self.with_val_data(x_val, y_val, batch_size, shuffle, num_workers, val_steps)
+            self.with_val_data(x_val, y_val, batch_size, False, num_workers, val_steps)
         if x_test is not None:
             self.with_test_data(x_test, batch_size, num_workers, test_steps)
         return self
