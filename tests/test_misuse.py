@@ -213,6 +213,13 @@ def test_empty_loader_is_refused():
         _trial().with_train_generator(loader)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("method, label", [("with_train_data", "training"), ("with_val_data", "validation")])
+def test_empty_tensor_data_is_refused_whether_shuffled_or_not(method, label, shuffle):
+    with pytest.raises(ConfigurationError, match=rf"{label} generator is empty.*check the dataset"):
+        getattr(_trial(), method)(torch.randn(0, 4), torch.zeros(0), shuffle=shuffle)
+
+
 def test_batch_size_larger_than_the_data_with_drop_last_is_refused():
     loader = DataLoader(TensorDataset(torch.randn(3, 4), torch.zeros(3)), batch_size=8, drop_last=True)
     with pytest.raises(ConfigurationError, match=r"validation generator is empty.*batch_size.*drop_last=True"):

@@ -119,6 +119,20 @@ def _zero_loss(state: dict):
     return criterion
 
 
+def _empty_generator_error(label: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
+        "larger than the dataset with drop_last=True"
+    )
+
+
+def _tensor_loader(data_key, dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    """A ``DataLoader`` over tensors; an empty one is refused here, before a shuffling sampler fails on it."""
+    if len(dataset) == 0:
+        raise _empty_generator_error(_DATA_KEYS[data_key][2])
+    return DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
+
+
 def _int_steps(steps: Any, label: str) -> int:
     if not isinstance(steps, int):
         warnings.warn(f"Number of {label} steps is not an int, casting to int", stacklevel=3)
@@ -252,10 +266,7 @@ class Trial:
                 ) from error
             length = None
         if length == 0:
-            raise ConfigurationError(
-                f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
-                "larger than the dataset with drop_last=True"
-            )
+            raise _empty_generator_error(label)
         return self._for_steps(data_key, length if steps is None else steps)
 
     def with_train_generator(self, generator, steps=None) -> Trial:
@@ -296,13 +307,13 @@ class Trial:
             ConfigurationError: ``x`` and ``y`` differ in length, or the loader would be empty.
         """
         dataset = checks.tensor_dataset("with_train_data", x=x, y=y)
-        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
+        loader = _tensor_loader(TRAIN_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_train_generator(loader, steps=steps)
 
     def with_val_data(self, x, y, batch_size=1, shuffle=False, num_workers=0, steps=None) -> Trial:
         """Validate on tensors ``x``, ``y`` through a ``DataLoader``, in order (errors as in :meth:`with_train_data`)."""
         dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
-        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
+        loader = _tensor_loader(VALIDATION_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_val_generator(loader, steps=steps)
 
     def with_test_data(self, x, batch_size=1, num_workers=0, steps=None) -> Trial:
