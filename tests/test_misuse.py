@@ -423,6 +423,80 @@ def test_closure_that_is_not_callable_is_refused():
         _trial().with_closure(None)
 
 
+# ------------------------------------------------------------------------------------------- runs that train nothing
+def _untrained(optimizer: bool = True, criterion=None, callbacks=()) -> Trial:
+    """A Linear(4, 1) regression Trial on 8 samples in batches of 2, with or without an optimizer."""
+    model = nn.Linear(4, 1)
+    trial = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1) if optimizer else None, criterion,
+                  metrics=["loss"], callbacks=list(callbacks), verbose=0)  # fmt: skip
+    return trial.with_train_data(torch.randn(8, 4), torch.randn(8, 1), batch_size=2)
+
+
+def test_training_without_an_optimizer_warns_that_the_weights_stay_unchanged():
+    trial = _untrained(optimizer=False, criterion=nn.MSELoss())
+    weight = trial.state[torchbearer.MODEL].weight.clone()
+    with pytest.warns(TorchbearerWarning, match=r"no optimizer.*Linear.*unchanged.*torch\.optim\.SGD\(model") as caught:
+        trial.run(1)
+    assert torch.equal(trial.state[torchbearer.MODEL].weight, weight)
+    assert [warning.filename for warning in caught] == [__file__]
+
+
+def test_training_without_a_criterion_or_a_loss_term_warns_that_the_loss_is_zero():
+    trial = _untrained()
+    with pytest.warns(TorchbearerWarning, match=r"loss stayed 0.*no criterion.*nn\.MSELoss\(\).*add_to_loss") as caught:
+        history = trial.run(2)
+    assert history[0]["loss"] == 0.0
+    assert [warning.filename for warning in caught] == [__file__]  # once, at the end of the first pass
+
+
+def _add_in_place(state):
+    state[torchbearer.LOSS] += state[torchbearer.Y_PRED].pow(2).mean()
+
+
+def _add_on_odd_batches(state):
+    if state[torchbearer.BATCH] % 2 == 0:
+        state[torchbearer.LOSS] = state[torchbearer.LOSS] + state[torchbearer.Y_PRED].pow(2).mean()
+
+
+@pytest.mark.parametrize(
+    "adds_to_loss",
+    [
+        torchbearer.callbacks.add_to_loss(lambda state: state[torchbearer.Y_PRED].pow(2).mean()),
+        torchbearer.callbacks.on_criterion(_add_in_place),  # the paper's listing 1
+        torchbearer.callbacks.on_criterion(_add_on_odd_batches),  # not on the pass's last batch
+    ],
+    ids=["add_to_loss", "in_place", "some_batches"],
+)
+def test_a_loss_built_by_callbacks_without_a_criterion_does_not_warn(adds_to_loss):
+    trial = _untrained(callbacks=[adds_to_loss])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = trial.run(1)
+    assert history[0]["loss"] > 0
+
+
+def test_running_no_model_without_optimizer_or_criterion_does_not_warn():
+    trial = Trial(lambda x: x, verbose=0).with_train_data(torch.randn(4, 1), torch.randn(4, 1), batch_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trial.run(1)
+
+
+def test_run_with_a_negative_epoch_count_is_refused():
+    with pytest.raises(ConfigurationError, match=r"run\(epochs=-1\).*epoch to train up to.*EarlyStopping"):
+        _trial().run(epochs=-1)
+
+
+def test_run_to_an_epoch_already_reached_says_how_to_train_more():
+    trial = _trial()
+    trial.run(3)
+    with pytest.warns(TorchbearerWarning, match=r"already trained 3 epochs; run\(epochs=6\) trains 3 more") as caught:
+        assert len(trial.run(3)) == 3
+    assert [warning.filename for warning in caught] == [__file__]
+    with pytest.warns(TorchbearerWarning, match=r"run\(epochs=2\).*already trained 3 epochs; run\(epochs=5\)"):
+        trial.run(epochs=2)
+
+
 # ------------------------------------------------------------------------------------------- evaluate and predict
 def test_predict_without_test_data_warns_once_and_returns_an_empty_list():
     trial = _trial()

@@ -64,7 +64,8 @@ def test_accuracy_metric_equals_hand_computation(classification_data):
 
 def test_run_is_a_target_epoch_not_an_increment(linear_trial):
     assert len(linear_trial.run(3)) == 3
-    assert len(linear_trial.run(3)) == 3
+    with pytest.warns(torchbearer.errors.TorchbearerWarning, match="already trained 3 epochs"):
+        assert len(linear_trial.run(3)) == 3
     assert len(linear_trial.run(5)) == 5
 
 

@@ -20,6 +20,7 @@ from torchbearer.injection import (
     CallbackListInjection,
     MockModel,
     MockOptimizer,
+    ZeroLoss,
     get_printer,
     inject_callback,
     inject_printer,
@@ -109,14 +110,6 @@ _DATA_KEYS = _DataKeys({
     TEST_DATA: (TEST_GENERATOR, TEST_STEPS, "test"),
 })  # fmt: skip
 _SHORT_NAMES = {"training": "train", "validation": "val", "test": "test"}  # as in with_val_data, for_val_steps
-
-
-def _zero_loss(state: dict):
-    def criterion(y_pred: Any, y_true: Any) -> torch.Tensor:
-        # A clone, not a leaf, so callbacks may add to it in place (state[LOSS] += ...).
-        return torch.zeros(1, device=state[DEVICE], dtype=state[DATA_TYPE], requires_grad=True).clone()
-
-    return criterion
 
 
 def _empty_generator_error(label: str) -> ConfigurationError:
@@ -225,7 +218,9 @@ class Trial:
             }
         )
         if criterion is None:
-            self.state[CRITERION] = _zero_loss(self.state)
+            self.state[CRITERION] = ZeroLoss()
+        self._own_closure = False  # with_closure: the closure may step optimizers of its own
+        self._checked_first_pass = False  # whether the first training pass was checked for a loss that stayed 0
         self._train_iterator = None
         self._warned_unconfigured = False
         self._warned_without_data: set = set()  # (method, data key) pairs already warned about
@@ -311,7 +306,7 @@ class Trial:
         return self.with_train_generator(loader, steps=steps)
 
     def with_val_data(self, x, y, batch_size=1, shuffle=False, num_workers=0, steps=None) -> Trial:
-        """Validate on tensors ``x``, ``y`` through a ``DataLoader``, in order (errors as in :meth:`with_train_data`)."""
+        """Validate on tensors ``x``, ``y`` in order through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
         loader = _tensor_loader(VALIDATION_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_val_generator(loader, steps=steps)
@@ -403,6 +398,7 @@ class Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
         checks.require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
         self.closure = closure
+        self._own_closure = True
         return self
 
     # ----------------------------------------------------------------------------------- speed
@@ -541,9 +537,21 @@ class Trial:
 
         Returns:
             The history: one dict of metric values per epoch (the same list grows across calls).
+
+        Raises:
+            ConfigurationError: ``epochs`` is not an int, or is negative.
+
+        Warns:
+            TorchbearerWarning: ``epochs`` is already reached (nothing to train: say how to train more);
+                training with no optimizer; a loss that stayed the default zero (no criterion, nothing added).
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool):
             raise ConfigurationError(f"run(epochs) needs an int number of epochs, got {epochs!r}")
+        if epochs < 0:
+            raise ConfigurationError(
+                f"run(epochs={epochs}): epochs is the epoch to train up to, so it cannot be negative. To train until "
+                "a callback stops the run, give an upper bound, e.g. run(epochs=1000) with EarlyStopping"
+            )
         self._check_model(stacklevel=4)
         state = self._call_state(epochs)
         history = self.state[HISTORY]
@@ -557,6 +565,9 @@ class Trial:
                 )
                 self._warned_unconfigured = True
             return history
+        self._warn_if_already_trained(epochs, len(history))
+        if self._has(TRAIN_DATA):
+            checks.warn_if_nothing_steps(self.state[MODEL], self.state[OPTIMIZER], self._own_closure, stacklevel=4)
         self._resume.apply_pending(self.state)
         self._resume.running_state = state
         try:
@@ -571,6 +582,20 @@ class Trial:
             self._resume.end_run()
         return history
 
+    @staticmethod
+    def _warn_if_already_trained(epochs: int, done: int) -> None:
+        """``run(epochs)`` trains up to epoch ``epochs``: say so when that is already reached."""
+        if epochs > done:
+            return
+        more = max(epochs, 1)
+        warnings.warn(
+            f"run(epochs={epochs}) trains nothing: this trial has already trained {done} epoch{'s' * (done != 1)}; "
+            f"run(epochs={done + more}) trains {more} more (epochs is the epoch to train up to, not a number of "
+            "epochs to add)",
+            TorchbearerWarning,
+            stacklevel=4,
+        )
+
     def _run_epoch(self, state: dict, history: list) -> bool:
         """One epoch: training pass, validation pass, history record. Returns True to stop."""
         state.update(self.state)
@@ -581,6 +606,9 @@ class Trial:
         self._resume.training_pass_active = True
         train_pass(state, self.closure, first_batch)
         self._resume.training_pass_active = False
+        if not self._checked_first_pass:
+            self._checked_first_pass = True
+            checks.warn_if_loss_stayed_zero(state, stacklevel=5)
         if distributed.agree_to_stop(state):
             return True
         final_metrics = state[METRICS]
