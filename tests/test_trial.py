@@ -358,11 +358,23 @@ def test_to_sets_device_and_dtype():
     assert trial.state[torchbearer.MODEL].weight.dtype is torch.float64
 
 
-def test_str_lists_the_five_sections():
+def test_str_lists_the_five_sections_spelled_right():
     text = str(Trial(nn.Linear(2, 1), None, nn.MSELoss(), ["loss"]))
     assert [line.strip("-").strip() for line in text.splitlines() if line.startswith("---")] == [
-        "OPTIMZER", "CRITERION", "METRICS", "CALLBACKS", "MODEL",
+        "OPTIMIZER", "CRITERION", "METRICS", "CALLBACKS", "MODEL",
     ]  # fmt: skip
+
+
+def test_repr_is_one_line_naming_the_parts_and_the_progress(linear_trial):
+    linear_trial.run(2)
+    assert repr(linear_trial) == (
+        "Trial(model=Linear, optimizer=SGD, criterion=CrossEntropyLoss, metrics=2, callbacks=0, epochs=2, "
+        "device='cpu')"
+    )
+    empty = Trial(None, callbacks=[torchbearer.callbacks.TerminateOnNaN()])
+    assert repr(empty) == (
+        "Trial(model=None, optimizer=None, criterion=None, metrics=0, callbacks=1, epochs=0, device='cpu')"
+    )
 
 
 def test_callbacks_get_on_end_when_the_run_fails(linear_trial):

@@ -227,17 +227,26 @@ class Trial:
         self._resume = ResumeBookkeeping()
         self.state[CALLBACK_LIST].on_init(self.state)
 
+    def __repr__(self) -> str:
+        """One line: the parts by class, how many metrics and callbacks, the epochs trained and the device."""
+        return (
+            f"Trial(model={_short_name(self.state[MODEL])}, optimizer={_short_name(self.state[OPTIMIZER])}, "
+            f"criterion={_short_name(self.state[CRITERION])}, metrics={len(self.state[METRIC_LIST].metric_list)}, "
+            f"callbacks={len(self.state[CALLBACK_LIST])}, epochs={len(self.state[HISTORY])}, "
+            f"device={str(self.state[DEVICE])!r})"
+        )
+
     def __str__(self) -> str:
+        """The one-line summary, then a section for each part (0.5's layout, with 0.5's ``OPTIMZER`` spelled right)."""
         sections = [
-            ("optimzer", self.state[OPTIMIZER]),
+            ("optimizer", _shown(self.state[OPTIMIZER])),
             ("criterion", self.state[CRITERION]),
             ("metrics", self.state[METRIC_LIST]),
             ("callbacks", self.state[CALLBACK_LIST]),
-            ("model", self.state[MODEL]),
+            ("model", _shown(self.state[MODEL])),
         ]
-        return "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
-
-    __repr__ = __str__
+        body = "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
+        return f"{self!r}\n\n{body}"
 
     # ----------------------------------------------------------------------------------- data
     def _with_generator(self, data_key, generator, steps) -> Trial:
@@ -774,6 +783,21 @@ class Trial:
         """
         self._resume.load_state_dict(self.state, state_dict, resume, **kwargs)
         return self
+
+
+def _shown(value: Any) -> Any:
+    """A part as ``str(trial)`` shows it: ``None`` for the stand-ins of a part the user did not give."""
+    return None if isinstance(value, (MockModel, MockOptimizer)) else value
+
+
+def _short_name(value: Any) -> str:
+    """A part as ``repr(trial)`` names it: its class (a function's name), ``None`` for a part not given."""
+    if value is None or isinstance(value, (MockModel, MockOptimizer, ZeroLoss)):
+        return "None"
+    if isinstance(value, str):  # a state key as the criterion
+        return repr(str(value))
+    value = unwrap_model(value)
+    return getattr(value, "__name__", type(value).__name__)
 
 
 def _length(generator, steps: int) -> int:
