@@ -368,8 +368,7 @@ def test_str_lists_the_five_sections_spelled_right():
 def test_repr_is_one_line_naming_the_parts_and_the_progress(linear_trial):
     linear_trial.run(2)
     assert repr(linear_trial) == (
-        "Trial(model=Linear, optimizer=SGD, criterion=CrossEntropyLoss, metrics=2, callbacks=0, epochs=2, "
-        "device='cpu')"
+        "Trial(model=Linear, optimizer=SGD, criterion=CrossEntropyLoss, metrics=2, callbacks=0, epochs=2, device='cpu')"
     )
     empty = Trial(None, callbacks=[torchbearer.callbacks.TerminateOnNaN()])
     assert repr(empty) == (

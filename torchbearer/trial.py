@@ -237,7 +237,7 @@ class Trial:
         )
 
     def __str__(self) -> str:
-        """The one-line summary, then a section for each part (0.5's layout, with 0.5's ``OPTIMZER`` spelled right)."""
+        """A section for each part: 0.5's layout, with 0.5's ``OPTIMZER`` spelled right."""
         sections = [
             ("optimizer", _shown(self.state[OPTIMIZER])),
             ("criterion", self.state[CRITERION]),
@@ -245,8 +245,7 @@ class Trial:
             ("callbacks", self.state[CALLBACK_LIST]),
             ("model", _shown(self.state[MODEL])),
         ]
-        body = "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
-        return f"{self!r}\n\n{body}"
+        return "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
 
     # ----------------------------------------------------------------------------------- data
     def _with_generator(self, data_key, generator, steps) -> Trial:
