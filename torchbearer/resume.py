@@ -80,7 +80,13 @@ class ResumeBookkeeping:
         }
 
     def own_state(self, trial_state: Mapping) -> dict:
-        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG."""
+        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG.
+
+        Between loading a checkpoint and the run that resumes it, that is the checkpoint's, still to restore.
+        """
+        loaded = self._loaded_own_state()
+        if loaded is not None:
+            return loaded
         own = {str(METRIC_LIST): trial_state[METRIC_LIST].state_dict(), "rng": rng.get_state()}
         if self.mid_epoch():
             own["epoch_start_rng"] = self._epoch_start_rng
@@ -91,10 +97,24 @@ class ResumeBookkeeping:
         return self.training_pass_active and self.running_state is not None
 
     def progress(self, trial_state: Mapping) -> dict:
-        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass."""
-        if not self.mid_epoch():
-            return {"epoch": len(trial_state[HISTORY]), "batch": -1}
-        return {"epoch": self.running_state[EPOCH], "batch": self.running_state[BATCH]}
+        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass, which is
+        also where a loaded mid-epoch checkpoint stands until a run resumes it."""
+        if self.mid_epoch():
+            return {"epoch": self.running_state[EPOCH], "batch": self.running_state[BATCH]}
+        if self._resume_point is not None:
+            return {"epoch": self._resume_point["epoch"], "batch": self._resume_point["batch"]}
+        if self._pending is not None and self._pending[0]["batch"] >= 0:
+            return dict(self._pending[0])
+        return {"epoch": len(trial_state[HISTORY]), "batch": -1}
+
+    def _loaded_own_state(self) -> dict | None:
+        """This rank's part of a loaded checkpoint that no run has restored yet, or None."""
+        if self._resume_point is not None:  # a run has started but not yet reached the saved batch
+            return {key: value for key, value in self._resume_point.items() if key not in ("epoch", "batch")}
+        if self._pending is None:
+            return None
+        _, state_dict, single = self._pending
+        return distributed.own_state(state_dict, single)
 
     # ----------------------------------------------------------------------------------- loading
     def load_state_dict(self, trial_state: Mapping, state_dict: dict, resume: bool = True, **kwargs: Any) -> None:
