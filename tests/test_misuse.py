@@ -534,6 +534,19 @@ def test_loading_another_models_weights_directly_suggests_strict_false():
             _trial().load_state_dict({"other.weight": torch.zeros(3, 4)})
 
 
+def test_loading_weights_of_other_shapes_opens_with_the_size_mismatch():
+    saved = _trial(model=nn.Linear(4, 2)).state_dict()
+    with pytest.raises(StateDictError) as caught:
+        _trial().load_state_dict(saved)
+    message = str(caught.value)
+    assert message.startswith(
+        "the state dict does not fit the model Linear: size mismatch for weight: (2, 4) in the state dict, (3, 4) in "
+        "the model; size mismatch for bias: (2,) in the state dict, (3,) in the model. Load a checkpoint saved from "
+        "the same architecture"
+    )
+    assert "missing keys" not in message and "unexpected keys" not in message
+
+
 # ------------------------------------------------------------------------------------------- NaN loss
 def _nan_criterion(y_pred, y_true):
     return (y_pred * float("nan")).sum()

@@ -226,15 +226,37 @@ def load_model(model: torch.nn.Module, model_state: dict, **kwargs: Any) -> None
     """Load ``model_state`` into ``model`` (sharded or not).
 
     Raises:
-        StateDictError: the state dict does not fit the model; its missing and unexpected keys are named.
+        StateDictError: the state dict does not fit the model; the message opens with what does not fit (size
+            mismatches, missing and unexpected keys).
     """
     try:
         if not distributed.load_model_state_dict(model, model_state, **kwargs):
             model.load_state_dict(model_state, **kwargs)
     except RuntimeError as error:
-        expected, given = set(model.state_dict()), set(model_state)
+        strict = kwargs.get("strict", True)
+        mismatches = _mismatches(model.state_dict(), model_state, strict)
+        found = "; ".join(mismatches) if mismatches else str(error).rstrip(".")
+        fix = "or pass strict=False to load the keys that match" if strict else "strict=False skips no mismatched size"
         raise StateDictError(
-            f"the state dict does not fit the model {type(model).__name__}: missing keys {sorted(expected - given)}, "
-            f"unexpected keys {sorted(given - expected)}. Load a checkpoint saved from the same architecture, "
-            f"or pass strict=False to load the matching part ({error})"
+            f"the state dict does not fit the model {type(model).__name__}: {found}. Load a checkpoint saved from the "
+            f"same architecture ({fix})"
         ) from error
+
+
+def _mismatches(expected: Mapping, given: Mapping, strict: bool) -> list[str]:
+    """What keeps ``given`` from loading into a model whose state dict is ``expected`` (error path only)."""
+    found = [
+        f"size mismatch for {key}: {_shape(given[key])} in the state dict, {_shape(expected[key])} in the model"
+        for key in expected
+        if key in given and _shape(given[key]) != _shape(expected[key])
+    ]
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    keys = [f"{kind} keys {names}" for kind, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    if strict and keys:
+        found.append(", ".join(keys))
+    return found
+
+
+def _shape(value: Any) -> tuple | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tuple(shape)
