@@ -107,6 +107,41 @@ def test_class_index_beyond_the_outputs_names_the_number_of_classes():
         trial.run(1)
 
 
+class _TwoOutputs(nn.Module):
+    """Linear(4, 3) returning its scores and its input, as models that return features do."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.linear, self.as_dict = nn.Linear(4, 3), as_dict
+
+    def forward(self, x):
+        scores = self.linear(x)
+        return {"scores": scores, "features": x} if self.as_dict else (scores, x)
+
+
+def test_a_model_returning_a_tuple_says_the_criterion_received_it_spread_and_how_to_pick_one():
+    with pytest.raises(CriterionError, match=r"model returned a tuple of 2 outputs.*criterion received as 2 "
+                       r"arguments before the target.*lambda y_pred, y_true: loss\(y_pred\[0\], y_true\) with "
+                       r"loss = CrossEntropyLoss\(\)"):  # fmt: skip
+        _trial(model=_TwoOutputs()).run(1)
+
+
+def test_a_model_returning_a_dict_says_the_criterion_received_the_dict_and_how_to_pick_one():
+    with pytest.raises(CriterionError, match=r"model returned a dict.*criterion received the whole dict.*lambda "
+                       r"y_pred, y_true: loss\(y_pred\['scores'\], y_true\)"):  # fmt: skip
+        _trial(model=_TwoOutputs(as_dict=True)).run(1)
+
+
+def test_a_criterion_whose_signature_does_not_fit_is_told_how_it_is_called_not_to_convert_targets():
+    def three_way(anchor, positive, negative):
+        return (anchor - positive).pow(2).mean() - (anchor - negative).pow(2).mean()
+
+    with pytest.raises(CriterionError, match=r"three_way\(anchor, positive, negative\) cannot take the 2 arguments.*"
+                       r"criterion\(y_pred, y_true\).*criterion\(state\)") as caught:  # fmt: skip
+        _trial(criterion=three_way).run(1)
+    assert "y.float()" not in str(caught.value) and "y.long()" not in str(caught.value)
+
+
 def test_unreduced_loss_suggests_a_reduction():
     trial = _trial(criterion=nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(CriterionError, match=r"loss of shape \(4,\).*reduction='mean'"):
