@@ -75,6 +75,7 @@ from torchbearer.state import (
     RunState,
     State,
 )
+from torchbearer.summary import model_summary
 
 __all__ = [
     "Trial",
@@ -719,6 +720,33 @@ class Trial:
         """
         replay_history(self.state, callbacks, verbose, one_batch)
         return self
+
+    def summary(self, input_size: Any = None, input_data: Any = None, **kwargs: Any) -> Any:
+        """Show the model's layers with their parameters and output shapes for one batch (needs ``torchinfo``).
+
+        The batch is the input of the Trial's first training batch (else validation, else test), or the
+        ``input_data`` or ``input_size`` given. Neither the model (run in evaluation mode, without gradients)
+        nor the random state (which a shuffling loader draws from) is changed, so training goes on as without it.
+
+        Args:
+            input_size: The input's shape with its batch dimension, e.g. ``(32, 784)``; a list of shapes for
+                several inputs. Inputs are made in the Trial's dtype.
+            input_data: The model's positional arguments, e.g. ``[x]``, or keyword arguments as a dict.
+            **kwargs: Passed to ``torchinfo.summary``: ``depth``, ``col_names``, ``verbose``, ...
+
+        Returns:
+            torchinfo's ``ModelStatistics``, printed (outside notebooks) unless ``verbose=0``; its ``str`` is
+            the table, and ``total_params``, ``trainable_params`` and ``summary_list`` hold the numbers.
+
+        Raises:
+            ImportError: torchinfo is not installed (``pip install torchbearer[summary]``).
+            ConfigurationError: The model is not an ``nn.Module``, or there is no data and no input given.
+
+        Example:
+            >>> trial.with_train_data(x, y, batch_size=32).summary()  # doctest: +SKIP
+            >>> Trial(model).summary(input_size=(1, 3, 224, 224), depth=2)  # doctest: +SKIP
+        """
+        return model_summary(self.state, input_size, input_data, **kwargs)
 
     # ----------------------------------------------------------------------------------- modes and devices
     def train(self) -> Trial:
