@@ -1,6 +1,8 @@
 """End-to-end behaviour of Trial: training, history, hook order, evaluate and predict (replay, resume: own files)."""
 
+import inspect
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -374,6 +376,27 @@ def test_repr_is_one_line_naming_the_parts_and_the_progress(linear_trial):
     assert repr(empty) == (
         "Trial(model=None, optimizer=None, criterion=None, metrics=0, callbacks=1, epochs=0, device='cpu')"
     )
+
+
+def test_public_trial_methods_are_type_hinted():
+    unhinted = []
+    for name, method in inspect.getmembers(Trial, inspect.isfunction):
+        if name.startswith("_") and name != "__init__":
+            continue
+        signature = inspect.signature(method)
+        if signature.return_annotation is inspect.Signature.empty:
+            unhinted.append(f"{name} -> ?")
+        parameters = list(signature.parameters.values())[1:]  # after self
+        unhinted += [f"{name}({p.name})" for p in parameters if p.annotation is inspect.Parameter.empty]
+    assert unhinted == []
+
+
+def test_the_package_ships_a_py_typed_marker():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(torchbearer.__file__).parent
+    assert (root / "py.typed").is_file()
+    pyproject = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["torchbearer"]
 
 
 def test_callbacks_get_on_end_when_the_run_fails(linear_trial):

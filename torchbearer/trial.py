@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from torchbearer import checks, distributed, prefetch
-from torchbearer.bases import cite, standard_closure
+from torchbearer.bases import Callback, cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
 from torchbearer.calling import always_pass_state
@@ -27,6 +28,7 @@ from torchbearer.injection import (
     inject_sampler,
 )
 from torchbearer.loading import (
+    BatchLoader,
     load_batch_infinite,
     load_batch_none,
     load_batch_predict,
@@ -74,6 +76,7 @@ from torchbearer.state import (
     VALIDATION_STEPS,
     RunState,
     State,
+    StateKey,
 )
 from torchbearer.summary import model_summary
 
@@ -173,11 +176,11 @@ class Trial:
 
     def __init__(
         self,
-        model,
-        optimizer=None,
-        criterion=None,
-        metrics=[],
-        callbacks=[],
+        model: Callable[..., Any] | None,
+        optimizer: torch.optim.Optimizer | None = None,
+        criterion: Callable[..., Any] | StateKey | None = None,
+        metrics: Sequence[Any] = [],
+        callbacks: Sequence[Callback] = [],
         verbose: int = 2,
         *,
         pass_state: bool = False,
@@ -273,7 +276,7 @@ class Trial:
             raise _empty_generator_error(label)
         return self._for_steps(data_key, length if steps is None else steps)
 
-    def with_train_generator(self, generator, steps=None) -> Trial:
+    def with_train_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length).
 
         Raises:
@@ -282,17 +285,18 @@ class Trial:
         """
         return self._with_generator(TRAIN_DATA, generator, steps)
 
-    def with_val_generator(self, generator, steps=None) -> Trial:
+    def with_val_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Validate on ``generator`` after each training pass; also the default for ``evaluate``."""
         return self._with_generator(VALIDATION_DATA, generator, steps)
 
-    def with_test_generator(self, generator, steps=None) -> Trial:
+    def with_test_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Use ``generator`` for ``predict``."""
         return self._with_generator(TEST_DATA, generator, steps)
 
     def with_generators(
-        self, train_generator=None, val_generator=None, test_generator=None, train_steps=None, val_steps=None,
-        test_steps=None,
+        self, train_generator: Iterable[Any] | None = None, val_generator: Iterable[Any] | None = None,
+        test_generator: Iterable[Any] | None = None, train_steps: int | None = None, val_steps: int | None = None,
+        test_steps: int | None = None,
     ) -> Trial:  # fmt: skip
         """Set any of the train, validation and test generators at once."""
         if train_generator is not None:
@@ -303,7 +307,10 @@ class Trial:
             self.with_test_generator(test_generator, test_steps)
         return self
 
-    def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=0, steps=None) -> Trial:
+    def with_train_data(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = True, num_workers: int = 0,
+        steps: int | None = None,
+    ) -> Trial:  # fmt: skip
         """Train on tensors ``x``, ``y`` through a ``DataLoader`` (in this process: tensors in memory need no workers).
 
         Raises:
@@ -314,20 +321,27 @@ class Trial:
         loader = _tensor_loader(TRAIN_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_train_generator(loader, steps=steps)
 
-    def with_val_data(self, x, y, batch_size=1, shuffle=False, num_workers=0, steps=None) -> Trial:
+    def with_val_data(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0,
+        steps: int | None = None,
+    ) -> Trial:  # fmt: skip
         """Validate on tensors ``x``, ``y`` in order through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
         loader = _tensor_loader(VALIDATION_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_val_generator(loader, steps=steps)
 
-    def with_test_data(self, x, batch_size=1, num_workers=0, steps=None) -> Trial:
+    def with_test_data(
+        self, x: torch.Tensor, batch_size: int = 1, num_workers: int = 0, steps: int | None = None
+    ) -> Trial:  # fmt: skip
         """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         loader = DataLoader(checks.tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
     def with_data(
-        self, x_train=None, y_train=None, x_val=None, y_val=None, x_test=None, batch_size=1, num_workers=0,
-        train_steps=None, val_steps=None, test_steps=None, shuffle=True,
+        self, x_train: torch.Tensor | None = None, y_train: torch.Tensor | None = None,
+        x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, x_test: torch.Tensor | None = None,
+        batch_size: int = 1, num_workers: int = 0, train_steps: int | None = None, val_steps: int | None = None,
+        test_steps: int | None = None, shuffle: bool = True,
     ) -> Trial:  # fmt: skip
         """Set train, validation and test tensors at once; parts left ``None`` are skipped.
 
@@ -348,19 +362,21 @@ class Trial:
         self.state[data_key] = (self.state[generator_key], steps)
         return self
 
-    def for_train_steps(self, steps) -> Trial:
+    def for_train_steps(self, steps: int) -> Trial:
         """Run ``steps`` training batches per epoch (-1: until a callback stops training)."""
         return self._for_steps(TRAIN_DATA, steps)
 
-    def for_val_steps(self, steps) -> Trial:
+    def for_val_steps(self, steps: int) -> Trial:
         """Run ``steps`` validation batches per epoch."""
         return self._for_steps(VALIDATION_DATA, steps)
 
-    def for_test_steps(self, steps) -> Trial:
+    def for_test_steps(self, steps: int) -> Trial:
         """Run ``steps`` batches in ``predict``."""
         return self._for_steps(TEST_DATA, steps)
 
-    def for_steps(self, train_steps=None, val_steps=None, test_steps=None) -> Trial:
+    def for_steps(
+        self, train_steps: int | None = None, val_steps: int | None = None, test_steps: int | None = None
+    ) -> Trial:
         """Set any of the step counts at once."""
         if train_steps is not None:
             self.for_train_steps(train_steps)
@@ -382,7 +398,7 @@ class Trial:
         """Predict until a callback sets ``STOP_TRAINING``."""
         return self.for_test_steps(-1)
 
-    def for_inf_steps(self, train=True, val=True, test=True) -> Trial:
+    def for_inf_steps(self, train: bool = True, val: bool = True, test: bool = True) -> Trial:
         """Make each flagged pass infinite."""
         if train:
             self.for_inf_train_steps()
@@ -397,13 +413,13 @@ class Trial:
         self.state[INF_TRAIN_LOADING] = True
         return self
 
-    def with_loader(self, batch_loader) -> Trial:
+    def with_loader(self, batch_loader: BatchLoader) -> Trial:
         """Use ``batch_loader(state)`` to load every batch of every pass."""
         checks.require_callable("with_loader", batch_loader, "a function batch_loader(state)")
         self.state[LOADER] = batch_loader
         return self
 
-    def with_closure(self, closure) -> Trial:
+    def with_closure(self, closure: Callable[[dict], Any]) -> Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
         checks.require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
         self.closure = closure
@@ -431,7 +447,7 @@ class Trial:
         self.state[GRAD_SCALER] = scaler
         return self
 
-    def with_compile(self, **compile_kwargs) -> Trial:
+    def with_compile(self, **compile_kwargs: Any) -> Trial:
         """Compile the model with ``torch.compile(model, **compile_kwargs)``.
 
         State dicts and checkpoints still hold the plain model's keys (no ``_orig_mod.`` prefix),
@@ -468,7 +484,7 @@ class Trial:
         self.state[PREFETCH] = bool(enabled)
         return self
 
-    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options) -> Trial:
+    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options: Any) -> Trial:
         """Choose how the Trial scales out on ``torch.distributed`` (see ``docs/scaling-out.md``).
 
         Without this call a Trial launched by ``torchrun`` already trains data-parallel with DDP.
@@ -537,7 +553,7 @@ class Trial:
             self.state[MODEL] = MockModel()
 
     @inject_printer()
-    def run(self, epochs: int = 1, verbose: int = -1) -> list:
+    def run(self, epochs: int = 1, verbose: int = -1) -> list[dict[str, Any]]:
         """Train (and validate) up to epoch ``epochs``, continuing from the epochs already run.
 
         Args:
@@ -638,7 +654,7 @@ class Trial:
 
     @inject_printer(validation_label_letter="e")
     @inject_sampler(VALIDATION_DATA, load_batch_standard)
-    def evaluate(self, verbose: int = -1, data_key=None) -> dict:
+    def evaluate(self, verbose: int = -1, data_key: StateKey | None = None) -> dict[str, Any]:
         """Evaluate on one data set (default validation) and merge the values into the last history record.
 
         Returns:
@@ -660,7 +676,7 @@ class Trial:
     @inject_printer(validation_label_letter="p")
     @inject_sampler(TEST_DATA, load_batch_predict)
     @inject_callback(AggregatePredictions())
-    def predict(self, verbose: int = -1, data_key=None):
+    def predict(self, verbose: int = -1, data_key: StateKey | None = None) -> torch.Tensor | list:
         """Run the model over a data set (default test) and return its outputs concatenated on dim 0.
 
         Returns:
@@ -710,7 +726,7 @@ class Trial:
         validation_pass(state)
         callbacks.on_end_epoch(state)
 
-    def replay(self, callbacks=None, verbose: int = 2, one_batch: bool = False) -> Trial:
+    def replay(self, callbacks: Sequence[Callback] | None = None, verbose: int = 2, one_batch: bool = False) -> Trial:
         """Re-drive callbacks (progress bars, loggers) from the stored history, without touching model or data.
 
         Args:
@@ -764,7 +780,7 @@ class Trial:
             self.state[METRIC_LIST].eval()
         return self
 
-    def to(self, *args, **kwargs) -> Trial:
+    def to(self, *args: Any, **kwargs: Any) -> Trial:
         """Move the model, the optimizer's state and future batches (``trial.to('cuda')``, ``.to(torch.float64)``)."""
         self.state[MODEL].to(*args, **kwargs)
         for param_state in self.state[OPTIMIZER].state.values():
@@ -787,7 +803,7 @@ class Trial:
         moved.load_state_dict(scaler.state_dict())
         self.state[GRAD_SCALER] = moved
 
-    def cuda(self, device=None) -> Trial:
+    def cuda(self, device: int | str | torch.device | None = None) -> Trial:
         """Move to a CUDA device (default the current one)."""
         if device is None:
             device = torch.cuda.current_device()
@@ -798,11 +814,11 @@ class Trial:
         return self.to("cpu")
 
     # ----------------------------------------------------------------------------------- persistence
-    def state_dict(self, **kwargs) -> dict:
+    def state_dict(self, **kwargs: Any) -> dict[str, Any]:
         """Everything needed to resume, as plain types (loads with ``torch.load(weights_only=True)``)."""
         return self._resume.state_dict(self.state, **kwargs)
 
-    def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
+    def load_state_dict(self, state_dict: dict[str, Any], resume: bool = True, **kwargs: Any) -> Trial:
         """Load a Trial state dict (all of it with ``resume``, else the model only) or a bare model state dict.
 
         Raises:
