@@ -61,6 +61,18 @@ def test_summary_takes_an_input_size_in_the_trial_s_dtype_without_data():
     assert next(trial.state[torchbearer.MODEL].parameters()).device.type == "cpu"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_summary_of_a_cuda_trial_runs_there_and_keeps_its_random_state():
+    pytest.importorskip("torchinfo")
+    trial = _trial(_mlp()).to("cuda")
+    torch.cuda.manual_seed(3)
+    cuda_random_state = torch.cuda.get_rng_state()
+    statistics = trial.summary(verbose=0)
+    assert _layers(statistics)[-1] == ("Linear", 27, [10, 3])
+    assert next(trial.state[torchbearer.MODEL].parameters()).is_cuda
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_random_state)
+
+
 def test_summary_without_data_or_an_input_says_what_to_give():
     pytest.importorskip("torchinfo")
     with pytest.raises(ConfigurationError, match=r"no batch.*with_train_data.*summary\(input_size=\(32, 784\)\)"):
