@@ -339,14 +339,9 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def _samples_in(args: tuple, value: Any) -> int | None:
+def _samples_in(args: tuple) -> int | None:
     """How many samples a single-number value (a loss) stands for: the batch size of the state's
-    targets, else of its inputs; ``None`` for other values or when there is no state."""
-    if type(value) is torch.Tensor:
-        if value.numel() != 1:
-            return None
-    elif not isinstance(value, (int, float)):
-        return None
+    targets, else of its inputs; ``None`` when there is no state."""
     state = args[0] if args else None
     for key in (Y_TRUE, X):
         try:
@@ -387,9 +382,7 @@ class MetricTree(Metric):
         self._new_pass()
 
     def _new_pass(self) -> None:
-        self._pending: list = []  # root values the children have not taken yet, oldest first
-        self._samples: list = []  # the number of samples of each pending batch
-        self._versions: list = []  # each pending tensor value's version counter, to notice in-place changes
+        self._pending: list = []  # (root value, samples, version) the children have not taken yet, oldest first
         self._unread: collections.deque = collections.deque()  # (batch, weak reference to its values) not read
         self._batches = 0  # batches processed since the last reset
         self._taken = 0  # batches whose values the children have taken
@@ -410,14 +403,16 @@ class MetricTree(Metric):
         value = self.root.process(*args)
         if isinstance(value, dict):
             value = next(iter(value.values()))
+        samples = version = None  # for a single number: its batch's samples; for a tensor: its version counter
         if type(value) is torch.Tensor:
             if self._copies:
                 value = value.clone()  # the state's own tensor, which later batches may change in place
-            self._versions.append(value._version)
-        else:
-            self._versions.append(None)
-        self._pending.append(value)
-        self._samples.append(_samples_in(args, value))
+            version = value._version
+            if value.numel() == 1:
+                samples = _samples_in(args)
+        elif isinstance(value, (int, float)):
+            samples = _samples_in(args)
+        self._pending.append((value, samples, version))
         self._batches += 1
         batch = self._batches
         values = LazyValues(lambda: self._values_at(batch))
@@ -443,8 +438,8 @@ class MetricTree(Metric):
         count = batch - self._taken
         if count <= 0:
             return
-        values, samples, versions = self._pending[:count], self._samples[:count], self._versions[:count]
-        del self._pending[:count], self._samples[:count], self._versions[:count]
+        values, samples, versions = zip(*self._pending[:count])
+        del self._pending[:count]
         self._taken = batch
         _check_unchanged(self, values, versions)
         outputs: dict = {}
