@@ -19,6 +19,7 @@ from torch import nn
 matplotlib.use("Agg")  # draw to files only: the examples run on headless machines too
 
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 _SKLEARN_DATA = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "data"
 
@@ -62,6 +63,12 @@ def new_figure(columns: int = 1, rows: int = 1, size: tuple[float, float] = (5, 
     figure = Figure(figsize=(size[0] * columns, size[1] * rows))
     axes = [figure.add_subplot(rows, columns, index + 1) for index in range(rows * columns)]
     return figure, axes
+
+
+def epoch_axis(axes) -> None:
+    """Label the x axis ``epoch`` with whole-number ticks; epochs count from 0, as in the history and logs."""
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def save(figure: Figure, path: Path) -> None:

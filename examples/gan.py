@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-from common import digits, new_figure, parse_args, save, show_images
+from common import digits, epoch_axis, new_figure, parse_args, save, show_images
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchbearer
@@ -79,6 +80,18 @@ def gan_loss(state):
     return state[G_LOSS] + state[D_LOSS]
 
 
+def plot_losses(history: list) -> Figure:
+    """The generator's and the discriminator's mean loss per epoch."""
+    figure, (axes,) = new_figure()
+    epochs = range(len(history))
+    axes.plot(epochs, [record["g_loss"] for record in history], label="generator")
+    axes.plot(epochs, [record["d_loss"] for record in history], label="discriminator")
+    epoch_axis(axes)
+    axes.set_ylabel("loss")
+    axes.legend()
+    return figure
+
+
 def main() -> None:
     args = parse_args(__doc__, "gan")
     images, labels = digits()
@@ -106,13 +119,7 @@ def main() -> None:
     show_images(axes, samples, "generated digits")
     save(figure, args.out / "samples.png")
 
-    figure, (axes,) = new_figure()
-    axes.plot([record["g_loss"] for record in history], label="generator")
-    axes.plot([record["d_loss"] for record in history], label="discriminator")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("loss")
-    axes.legend()
-    save(figure, args.out / "losses.png")
+    save(plot_losses(history), args.out / "losses.png")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ Writes ``checkpoint.pt``, ``best_model.pt`` and ``resumed_history.png`` under ``
 from __future__ import annotations
 
 import torch
-from common import digits, new_figure, parse_args, save
+from common import digits, epoch_axis, new_figure, parse_args, save
+from matplotlib.figure import Figure
 from torch import nn
 
 import torchbearer
@@ -44,6 +45,17 @@ def make_trial(out, data, verbose: int) -> Trial:
     x_train, y_train, x_val, y_val = data
     trial.with_train_data(x_train, y_train, batch_size=32, num_workers=0)
     return trial.with_val_data(x_val, y_val, batch_size=256, num_workers=0)
+
+
+def plot_resumed_history(history: list, first_epochs: int) -> Figure:
+    """Validation accuracy per epoch, with a line where the first session saved and the second resumed."""
+    figure, (axes,) = new_figure(size=(6, 4))
+    axes.plot(range(len(history)), [record["val_acc"] for record in history], "o-", label="val_acc")
+    axes.axvline(first_epochs - 0.5, color="k", linestyle="--", label="saved, then resumed")
+    epoch_axis(axes)
+    axes.set_ylabel("validation accuracy")
+    axes.legend()
+    return figure
 
 
 def main() -> None:
@@ -77,13 +89,7 @@ def main() -> None:
         best_accuracy = (best_model(x_val).argmax(dim=1) == y_val).float().mean().item()
     print(f"best checkpoint: val_acc={best_accuracy:.4f} (best in history: {max(r['val_acc'] for r in history):.4f})")
 
-    figure, (axes,) = new_figure(size=(6, 4))
-    axes.plot([record["val_acc"] for record in history], "o-", label="val_acc")
-    axes.axvline(first_epochs - 0.5, color="k", linestyle="--", label="saved, then resumed")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation accuracy")
-    axes.legend()
-    save(figure, args.out / "resumed_history.png")
+    save(plot_resumed_history(history, first_epochs), args.out / "resumed_history.png")
 
 
 if __name__ == "__main__":

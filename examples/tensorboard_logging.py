@@ -19,7 +19,8 @@ Writes the event files and ``scalars.png`` under ``runs/tensorboard_logging/``.
 from __future__ import annotations
 
 import torch
-from common import digits, new_figure, parse_args, save
+from common import digits, epoch_axis, new_figure, parse_args, save
+from matplotlib.figure import Figure
 from torch import nn
 
 import torchbearer
@@ -53,6 +54,19 @@ def read_epoch_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+def plot_scalars(scalars: dict) -> Figure:
+    """The epoch scalars of loss and accuracy (training and validation) as read from the event files."""
+    figure, axes = new_figure(columns=2, size=(5, 4))
+    for name, axis in zip(("loss", "acc"), axes):
+        for tag in (f"epoch/{name}", f"epoch/val_{name}"):
+            steps, values = zip(*scalars[tag])
+            axis.plot(steps, values, "o-", label=tag)
+        epoch_axis(axis)
+        axis.legend()
+    figure.suptitle("read back from the TensorBoard event files")
+    return figure
+
+
 def main() -> None:
     args = parse_args(__doc__, "tensorboard_logging")
     x_train, y_train, x_val, y_val = train_valid_splitter(*digits(limit=500 if args.fast else None), 0.2)
@@ -78,15 +92,7 @@ def main() -> None:
     print(f"epoch scalars logged: {sorted(scalars)}")
     print(f"see them with: tensorboard --logdir {args.out}")
 
-    figure, axes = new_figure(columns=2, size=(5, 4))
-    for name, axis in zip(("loss", "acc"), axes):
-        for tag in (f"epoch/{name}", f"epoch/val_{name}"):
-            steps, values = zip(*scalars[tag])
-            axis.plot(steps, values, "o-", label=tag)
-        axis.set_xlabel("epoch")
-        axis.legend()
-    figure.suptitle("read back from the TensorBoard event files")
-    save(figure, args.out / "scalars.png")
+    save(plot_scalars(scalars), args.out / "scalars.png")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,41 @@ def test_class_index_beyond_the_outputs_names_the_number_of_classes():
         trial.run(1)
 
 
+class _TwoOutputs(nn.Module):
+    """Linear(4, 3) returning its scores and its input, as models that return features do."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.linear, self.as_dict = nn.Linear(4, 3), as_dict
+
+    def forward(self, x):
+        scores = self.linear(x)
+        return {"scores": scores, "features": x} if self.as_dict else (scores, x)
+
+
+def test_a_model_returning_a_tuple_says_the_criterion_received_it_spread_and_how_to_pick_one():
+    with pytest.raises(CriterionError, match=r"model returned a tuple of 2 outputs.*criterion received as 2 "
+                       r"arguments before the target.*lambda y_pred, y_true: loss\(y_pred\[0\], y_true\) with "
+                       r"loss = CrossEntropyLoss\(\)"):  # fmt: skip
+        _trial(model=_TwoOutputs()).run(1)
+
+
+def test_a_model_returning_a_dict_says_the_criterion_received_the_dict_and_how_to_pick_one():
+    with pytest.raises(CriterionError, match=r"model returned a dict.*criterion received the whole dict.*lambda "
+                       r"y_pred, y_true: loss\(y_pred\['scores'\], y_true\)"):  # fmt: skip
+        _trial(model=_TwoOutputs(as_dict=True)).run(1)
+
+
+def test_a_criterion_whose_signature_does_not_fit_is_told_how_it_is_called_not_to_convert_targets():
+    def three_way(anchor, positive, negative):
+        return (anchor - positive).pow(2).mean() - (anchor - negative).pow(2).mean()
+
+    with pytest.raises(CriterionError, match=r"three_way\(anchor, positive, negative\) cannot take the 2 arguments.*"
+                       r"criterion\(y_pred, y_true\).*criterion\(state\)") as caught:  # fmt: skip
+        _trial(criterion=three_way).run(1)
+    assert "y.float()" not in str(caught.value) and "y.long()" not in str(caught.value)
+
+
 def test_unreduced_loss_suggests_a_reduction():
     trial = _trial(criterion=nn.CrossEntropyLoss(reduction="none"))
     with pytest.raises(CriterionError, match=r"loss of shape \(4,\).*reduction='mean'"):
@@ -211,6 +246,13 @@ def test_empty_loader_is_refused():
     loader = DataLoader(TensorDataset(torch.randn(0, 4), torch.zeros(0)))
     with pytest.raises(ConfigurationError, match=r"training generator is empty.*check the dataset"):
         _trial().with_train_generator(loader)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("method, label", [("with_train_data", "training"), ("with_val_data", "validation")])
+def test_empty_tensor_data_is_refused_whether_shuffled_or_not(method, label, shuffle):
+    with pytest.raises(ConfigurationError, match=rf"{label} generator is empty.*check the dataset"):
+        getattr(_trial(), method)(torch.randn(0, 4), torch.zeros(0), shuffle=shuffle)
 
 
 def test_batch_size_larger_than_the_data_with_drop_last_is_refused():
@@ -416,6 +458,80 @@ def test_closure_that_is_not_callable_is_refused():
         _trial().with_closure(None)
 
 
+# ------------------------------------------------------------------------------------------- runs that train nothing
+def _untrained(optimizer: bool = True, criterion=None, callbacks=()) -> Trial:
+    """A Linear(4, 1) regression Trial on 8 samples in batches of 2, with or without an optimizer."""
+    model = nn.Linear(4, 1)
+    trial = Trial(model, torch.optim.SGD(model.parameters(), lr=0.1) if optimizer else None, criterion,
+                  metrics=["loss"], callbacks=list(callbacks), verbose=0)  # fmt: skip
+    return trial.with_train_data(torch.randn(8, 4), torch.randn(8, 1), batch_size=2)
+
+
+def test_training_without_an_optimizer_warns_that_the_weights_stay_unchanged():
+    trial = _untrained(optimizer=False, criterion=nn.MSELoss())
+    weight = trial.state[torchbearer.MODEL].weight.clone()
+    with pytest.warns(TorchbearerWarning, match=r"no optimizer.*Linear.*unchanged.*torch\.optim\.SGD\(model") as caught:
+        trial.run(1)
+    assert torch.equal(trial.state[torchbearer.MODEL].weight, weight)
+    assert [warning.filename for warning in caught] == [__file__]
+
+
+def test_training_without_a_criterion_or_a_loss_term_warns_that_the_loss_is_zero():
+    trial = _untrained()
+    with pytest.warns(TorchbearerWarning, match=r"loss stayed 0.*no criterion.*nn\.MSELoss\(\).*add_to_loss") as caught:
+        history = trial.run(2)
+    assert history[0]["loss"] == 0.0
+    assert [warning.filename for warning in caught] == [__file__]  # once, at the end of the first pass
+
+
+def _add_in_place(state):
+    state[torchbearer.LOSS] += state[torchbearer.Y_PRED].pow(2).mean()
+
+
+def _add_on_odd_batches(state):
+    if state[torchbearer.BATCH] % 2 == 0:
+        state[torchbearer.LOSS] = state[torchbearer.LOSS] + state[torchbearer.Y_PRED].pow(2).mean()
+
+
+@pytest.mark.parametrize(
+    "adds_to_loss",
+    [
+        torchbearer.callbacks.add_to_loss(lambda state: state[torchbearer.Y_PRED].pow(2).mean()),
+        torchbearer.callbacks.on_criterion(_add_in_place),  # the paper's listing 1
+        torchbearer.callbacks.on_criterion(_add_on_odd_batches),  # not on the pass's last batch
+    ],
+    ids=["add_to_loss", "in_place", "some_batches"],
+)
+def test_a_loss_built_by_callbacks_without_a_criterion_does_not_warn(adds_to_loss):
+    trial = _untrained(callbacks=[adds_to_loss])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = trial.run(1)
+    assert history[0]["loss"] > 0
+
+
+def test_running_no_model_without_optimizer_or_criterion_does_not_warn():
+    trial = Trial(lambda x: x, verbose=0).with_train_data(torch.randn(4, 1), torch.randn(4, 1), batch_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trial.run(1)
+
+
+def test_run_with_a_negative_epoch_count_is_refused():
+    with pytest.raises(ConfigurationError, match=r"run\(epochs=-1\).*epoch to train up to.*EarlyStopping"):
+        _trial().run(epochs=-1)
+
+
+def test_run_to_an_epoch_already_reached_says_how_to_train_more():
+    trial = _trial()
+    trial.run(3)
+    with pytest.warns(TorchbearerWarning, match=r"already trained 3 epochs; run\(epochs=6\) trains 3 more") as caught:
+        assert len(trial.run(3)) == 3
+    assert [warning.filename for warning in caught] == [__file__]
+    with pytest.warns(TorchbearerWarning, match=r"run\(epochs=2\).*already trained 3 epochs; run\(epochs=5\)"):
+        trial.run(epochs=2)
+
+
 # ------------------------------------------------------------------------------------------- evaluate and predict
 def test_predict_without_test_data_warns_once_and_returns_an_empty_list():
     trial = _trial()
@@ -451,6 +567,19 @@ def test_loading_another_models_weights_directly_suggests_strict_false():
     with pytest.warns(UserWarning, match="Not a torchbearer state dict"):
         with pytest.raises(StateDictError, match=r"missing keys \['bias', 'weight'\].*strict=False"):
             _trial().load_state_dict({"other.weight": torch.zeros(3, 4)})
+
+
+def test_loading_weights_of_other_shapes_opens_with_the_size_mismatch():
+    saved = _trial(model=nn.Linear(4, 2)).state_dict()
+    with pytest.raises(StateDictError) as caught:
+        _trial().load_state_dict(saved)
+    message = str(caught.value)
+    assert message.startswith(
+        "the state dict does not fit the model Linear: size mismatch for weight: (2, 4) in the state dict, (3, 4) in "
+        "the model; size mismatch for bias: (2,) in the state dict, (3,) in the model. Load a checkpoint saved from "
+        "the same architecture"
+    )
+    assert "missing keys" not in message and "unexpected keys" not in message
 
 
 # ------------------------------------------------------------------------------------------- NaN loss

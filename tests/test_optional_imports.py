@@ -5,7 +5,7 @@ import sys
 
 OPTIONAL = [
     "tensorboard", "tensorboardX", "visdom", "matplotlib", "pycm", "torchvision", "livelossplot", "torchmetrics",
-    "sklearn", "IPython", "PIL", "mkdocs",
+    "sklearn", "IPython", "PIL", "mkdocs", "mlflow", "optuna", "wandb", "torchinfo",
 ]  # fmt: skip
 
 

@@ -82,3 +82,21 @@ def test_importing_torchbearer_imports_no_plotting_package():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_plot_history_counts_epochs_from_0_with_whole_number_ticks(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda figure, *args, **kwargs: (drawn.append(figure), savefig(figure, *args, **kwargs))
+    )
+
+    plot_history(_history()[:2], str(tmp_path / "two.png"))
+
+    for axes in drawn[0].axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks == [0, 1], ticks  # not 0, 0.2, ..., 1.0
+        assert all(list(line.get_xdata()) == [0, 1] for line in axes.get_lines())

@@ -5,6 +5,7 @@ import torch
 import torchbearer
 from torchbearer import Callback
 from torchbearer.bases import HOOKS
+from torchbearer.callbacks import CSVLogger
 
 
 class HookRecorder(Callback):
@@ -42,10 +43,18 @@ def test_replay_calls_the_batch_hooks_once_per_recorded_step_with_the_epoch_s_va
     recorder = HookRecorder()
     linear_trial.replay([recorder], verbose=0)
     assert recorder.calls.count("on_step_training") == 2 * 4 and recorder.calls.count("on_step_validation") == 2 * 4
-    assert recorder.step_metrics[0] == {key: value for key, value in history[0].items() if "val_" not in key}
-    assert recorder.epoch_metrics == history
+    metrics = [{key: value for key, value in record.items() if "steps" not in key} for record in history]
+    assert recorder.step_metrics[0] == {key: value for key, value in metrics[0].items() if "val_" not in key}
+    assert recorder.epoch_metrics == metrics
     assert recorder.calls[:3] == ["on_start", "on_start_epoch", "on_start_training"]
     assert recorder.calls[-1] == "on_end"
+
+
+def test_a_replayed_csv_log_equals_the_run_s_log(linear_trial, tmp_path):
+    linear_trial.state[torchbearer.CALLBACK_LIST].append([CSVLogger(str(tmp_path / "run.csv"))])
+    linear_trial.run(3)
+    linear_trial.replay(callbacks=[CSVLogger(str(tmp_path / "replay.csv"))], verbose=0)
+    assert (tmp_path / "replay.csv").read_text() == (tmp_path / "run.csv").read_text()
 
 
 def test_replay_leaves_model_history_and_callbacks_as_they_were(linear_trial):

@@ -85,6 +85,47 @@ def test_a_run_resumed_mid_epoch_ends_identical_to_one_never_interrupted(classif
         assert torch.equal(resumed.state[torchbearer.MODEL].state_dict()[name], value), name
 
 
+def _assert_same(saved, again, path="state dict"):
+    """Equal nested state dicts: the same keys and values, tensors equal element for element."""
+    assert type(saved) is type(again), path
+    if isinstance(saved, dict):
+        assert list(saved) == list(again), path
+        for key in saved:
+            _assert_same(saved[key], again[key], f"{path}[{key!r}]")
+    elif isinstance(saved, (list, tuple)):
+        assert len(saved) == len(again), path
+        for index, (left, right) in enumerate(zip(saved, again)):
+            _assert_same(left, right, f"{path}[{index}]")
+    elif isinstance(saved, torch.Tensor):
+        assert torch.equal(saved, again), path
+    else:
+        assert saved == again, path
+
+
+class _SaveAtEpochEnd(Callback):
+    """Keeps the Trial's state dict at the checkpoint of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.saved = epoch, None
+
+    def on_checkpoint(self, state):
+        if state[torchbearer.EPOCH] == self.epoch:
+            self.saved = _saved_and_loaded(state[torchbearer.SELF].state_dict())
+
+
+@pytest.mark.parametrize("new_saver", [lambda: _SaveAt(epoch=1, batch=3), lambda: _SaveAtEpochEnd(epoch=0)],
+                         ids=["mid_epoch", "epoch_end"])  # fmt: skip
+def test_a_checkpoint_loaded_and_saved_again_is_the_same_checkpoint(classification_data, new_saver):
+    saver = new_saver()
+    reference_history = _fresh_trial(classification_data, [saver]).run(3)
+    torch.manual_seed(123)  # neither saving again nor resuming may depend on the random state here
+    loaded = _fresh_trial(classification_data, [new_saver()]).load_state_dict(saver.saved)
+    again = _saved_and_loaded(loaded.state_dict())
+    _assert_same(saver.saved, again)
+    resumed = _fresh_trial(classification_data, [new_saver()]).load_state_dict(again)
+    assert resumed.run(3) == reference_history
+
+
 def test_load_without_resume_loads_the_model_only(linear_trial):
     linear_trial.run(1)
     saved = linear_trial.state_dict()

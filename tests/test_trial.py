@@ -1,14 +1,18 @@
 """End-to-end behaviour of Trial: training, history, hook order, evaluate and predict (replay, resume: own files)."""
 
+import inspect
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import RandomSampler, SequentialSampler
 
 import torchbearer
 from torchbearer import Callback, Trial
 from torchbearer.bases import HOOKS
+from torchbearer.state import TEST_GENERATOR, TRAIN_GENERATOR, VALIDATION_GENERATOR
 
 
 class HookRecorder(Callback):
@@ -62,7 +66,8 @@ def test_accuracy_metric_equals_hand_computation(classification_data):
 
 def test_run_is_a_target_epoch_not_an_increment(linear_trial):
     assert len(linear_trial.run(3)) == 3
-    assert len(linear_trial.run(3)) == 3
+    with pytest.warns(torchbearer.errors.TorchbearerWarning, match="already trained 3 epochs"):
+        assert len(linear_trial.run(3)) == 3
     assert len(linear_trial.run(5)) == 5
 
 
@@ -325,6 +330,24 @@ def test_with_data_skips_missing_parts():
     assert trial.state[torchbearer.TEST_STEPS] == 3
 
 
+def test_tensor_data_is_loaded_in_the_main_process_by_default():
+    x, y = torch.randn(6, 2), torch.randn(6, 1)
+    trial = Trial(nn.Linear(2, 1), verbose=0).with_train_data(x, y).with_val_data(x, y).with_test_data(x)
+    other = Trial(nn.Linear(2, 1), verbose=0).with_data(x, y, x, y, x)
+    for each in (trial, other):
+        loaders = [each.state[key] for key in (TRAIN_GENERATOR, VALIDATION_GENERATOR, TEST_GENERATOR)]
+        assert [loader.num_workers for loader in loaders] == [0, 0, 0]
+
+
+def test_only_training_data_is_shuffled_by_default():
+    x, y = torch.randn(6, 2), torch.randn(6, 1)
+    trial = Trial(nn.Linear(2, 1), verbose=0).with_train_data(x, y).with_val_data(x, y)
+    other = Trial(nn.Linear(2, 1), verbose=0).with_data(x, y, x, y, shuffle=True)
+    for each in (trial, other):
+        assert isinstance(each.state[TRAIN_GENERATOR].sampler, RandomSampler)
+        assert isinstance(each.state[VALIDATION_GENERATOR].sampler, SequentialSampler)
+
+
 def test_non_int_steps_warn_and_cast():
     with pytest.warns(UserWarning, match="Number of training steps is not an int, casting to int"):
         trial = Trial(None).for_train_steps(3.0)
@@ -337,11 +360,43 @@ def test_to_sets_device_and_dtype():
     assert trial.state[torchbearer.MODEL].weight.dtype is torch.float64
 
 
-def test_str_lists_the_five_sections():
+def test_str_lists_the_five_sections_spelled_right():
     text = str(Trial(nn.Linear(2, 1), None, nn.MSELoss(), ["loss"]))
     assert [line.strip("-").strip() for line in text.splitlines() if line.startswith("---")] == [
-        "OPTIMZER", "CRITERION", "METRICS", "CALLBACKS", "MODEL",
+        "OPTIMIZER", "CRITERION", "METRICS", "CALLBACKS", "MODEL",
     ]  # fmt: skip
+
+
+def test_repr_is_one_line_naming_the_parts_and_the_progress(linear_trial):
+    linear_trial.run(2)
+    assert repr(linear_trial) == (
+        "Trial(model=Linear, optimizer=SGD, criterion=CrossEntropyLoss, metrics=2, callbacks=0, epochs=2, device='cpu')"
+    )
+    empty = Trial(None, callbacks=[torchbearer.callbacks.TerminateOnNaN()])
+    assert repr(empty) == (
+        "Trial(model=None, optimizer=None, criterion=None, metrics=0, callbacks=1, epochs=0, device='cpu')"
+    )
+
+
+def test_public_trial_methods_are_type_hinted():
+    unhinted = []
+    for name, method in inspect.getmembers(Trial, inspect.isfunction):
+        if name.startswith("_") and name != "__init__":
+            continue
+        signature = inspect.signature(method)
+        if signature.return_annotation is inspect.Signature.empty:
+            unhinted.append(f"{name} -> ?")
+        parameters = list(signature.parameters.values())[1:]  # after self
+        unhinted += [f"{name}({p.name})" for p in parameters if p.annotation is inspect.Parameter.empty]
+    assert unhinted == []
+
+
+def test_the_package_ships_a_py_typed_marker():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(torchbearer.__file__).parent
+    assert (root / "py.typed").is_file()
+    pyproject = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["torchbearer"]
 
 
 def test_callbacks_get_on_end_when_the_run_fails(linear_trial):

@@ -348,13 +348,52 @@ _GENERIC_TARGET_HINT = (
 )
 
 
+def _as_code(criterion: Any) -> str:
+    """How the user probably wrote the criterion: ``CrossEntropyLoss()`` for a module, the name of a function."""
+    return repr(criterion) if isinstance(criterion, torch.nn.Module) else _name(criterion)
+
+
+def _takes_arguments(criterion: Any, arguments: Sequence) -> bool:
+    """Whether the criterion's signature accepts ``arguments`` (True when the signature cannot be read)."""
+    signature = _signature(criterion.forward if isinstance(criterion, torch.nn.Module) else criterion)
+    try:
+        return signature is None or bool(signature.bind(*arguments))
+    except TypeError:
+        return False
+
+
+def _call_hint(criterion: Any, y_pred: Any, y_true: Any, arguments: Sequence, error: Exception) -> str:
+    """The likely fix when a criterion fails on the outputs: how they reached it, else the target's (error path)."""
+    pick = "e.g. criterion=lambda y_pred, y_true: loss(y_pred[{}], y_true) with loss = " + _as_code(criterion)
+    if isinstance(y_pred, dict) and (isinstance(criterion, torch.nn.Module) or "dict" in str(error)):
+        return (
+            f"The model returned a dict, and the criterion received the whole dict as the prediction: pick the "
+            f"output to compare, {pick.format(repr(next(iter(y_pred), 'name')))}"
+        )
+    if _takes_arguments(criterion, arguments):
+        return _target_hint(criterion, y_pred, y_true, error)
+    if isinstance(y_pred, (list, tuple)):
+        return (
+            f"The model returned a {type(y_pred).__name__} of {len(y_pred)} outputs, which the criterion received as "
+            f"{len(y_pred)} arguments before the target ({len(arguments)} in all): pick the output to compare, "
+            f"{pick.format(0)}, or write a criterion that takes all {len(arguments)}"
+        )
+    signature = _signature(criterion.forward if isinstance(criterion, torch.nn.Module) else criterion)
+    return (
+        f"The criterion {_name(criterion)}{signature} cannot take the {len(arguments)} arguments it is called with: "
+        "a criterion is called as criterion(y_pred, y_true) (tuples spread into several arguments), or as "
+        "criterion(state) when it has exactly one required argument. Change its signature to one of these"
+    )
+
+
 def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
     predictions = y_pred if isinstance(y_pred, (list, tuple)) else (y_pred,)
     targets = y_true if isinstance(y_true, (list, tuple)) else (y_true,)
     try:
         return criterion(*predictions, *targets)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        hint = _call_hint(criterion, y_pred, y_true, (*predictions, *targets), error)
         raise CriterionError(
             f"the criterion {_name(criterion)} failed on the prediction ({describe(y_pred)}) and the target "
-            f"({describe(y_true)}): {_without_end_mark(error)}. {_target_hint(criterion, y_pred, y_true, error)}"
+            f"({describe(y_true)}): {_without_end_mark(error)}. {hint}"
         ) from error

@@ -14,7 +14,8 @@ from torch.utils.data import TensorDataset
 
 from torchbearer.devices import unwrap_model
 from torchbearer.errors import ConfigurationError, ConfigurationTypeError, TorchbearerWarning
-from torchbearer.injection import MockOptimizer
+from torchbearer.injection import MockOptimizer, ZeroLoss
+from torchbearer.state import CRITERION, LOSS, MODEL, OPTIMIZER
 
 
 def check_trial_arguments(model: Any, optimizer: Any, criterion: Any, verbose: Any) -> None:
@@ -72,6 +73,48 @@ def warn_if_optimizer_misses_model(model: Any, optimizer: Any) -> None:
         "optimizer trains other tensors on purpose",
         TorchbearerWarning,
         stacklevel=3,
+    )
+
+
+def _has_trainable_parameters(model: Any) -> bool:
+    bare = unwrap_model(model)
+    return isinstance(bare, torch.nn.Module) and any(parameter.requires_grad for parameter in bare.parameters())
+
+
+def warn_if_nothing_steps(model: Any, optimizer: Any, own_closure: bool, stacklevel: int) -> None:
+    """Warn when ``run`` will train a model with trainable parameters but no optimizer was given.
+
+    A closure of the user's own (``with_closure``) may step optimizers of its own, so it is trusted.
+    """
+    if own_closure or not isinstance(optimizer, MockOptimizer) or not _has_trainable_parameters(model):
+        return
+    warnings.warn(
+        f"this Trial has no optimizer (optimizer=None), so run() leaves the weights of the model "
+        f"{type(unwrap_model(model)).__name__} unchanged. Pass one, e.g. Trial(model, "
+        "torch.optim.SGD(model.parameters(), lr=0.01), criterion); to measure the model without training it, "
+        "use evaluate(). Ignore this if a callback updates the weights",
+        TorchbearerWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def warn_if_loss_stayed_zero(state: dict, stacklevel: int) -> None:
+    """Warn, after a training pass, when the loss was the default zero throughout: no criterion was given and
+    no callback added to the loss. Reads only what :class:`~torchbearer.injection.ZeroLoss` noted (no device sync).
+    """
+    criterion = state[CRITERION]
+    if not isinstance(criterion, ZeroLoss) or not criterion.gave_a_loss:
+        return
+    if criterion.changed or criterion.was_changed(state.get(LOSS)):
+        return
+    if isinstance(state[OPTIMIZER], MockOptimizer) and not _has_trainable_parameters(state[MODEL]):
+        return  # nothing to train: the Trial drives callbacks over data
+    warnings.warn(
+        "the loss stayed 0 for a whole training pass: this Trial has no criterion (criterion=None) and no callback "
+        "added to state[LOSS], so training cannot change the model. Pass a criterion, e.g. Trial(model, optimizer, "
+        "nn.MSELoss()) or nn.CrossEntropyLoss(), or add a loss term with @torchbearer.callbacks.add_to_loss",
+        TorchbearerWarning,
+        stacklevel=stacklevel,
     )
 
 

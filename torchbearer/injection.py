@@ -2,8 +2,8 @@
 
 A call injects the progress printer (which fires before the user's callbacks), sometimes an extra
 callback (``predict``'s prediction collector) and the batch loader of its data set, and removes
-them afterwards, so none of them ends up in a checkpoint. ``MockModel`` and ``MockOptimizer`` stand
-in for a model or optimizer the user did not give.
+them afterwards, so none of them ends up in a checkpoint. ``MockModel``, ``MockOptimizer`` and
+``ZeroLoss`` stand in for a model, optimizer or criterion the user did not give.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torchbearer import distributed
 from torchbearer.bases import Callback
 from torchbearer.callbacks.callbacks import CallbackList, overrides
-from torchbearer.state import CALLBACK_LIST
+from torchbearer.state import CALLBACK_LIST, DATA_TYPE, DEVICE, LOSS
 
 
 class MockModel(torch.nn.Module):
@@ -48,6 +48,41 @@ class MockOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         pass
+
+
+class ZeroLoss:
+    """Stands in for a missing criterion: a zero loss that callbacks add to (``state[LOSS] += ...``).
+
+    It also notes, without waiting for the device, whether a callback changed a loss it gave (added
+    to it in place or replaced it), so that the Trial can warn when the loss stayed zero.
+    """
+
+    def __init__(self) -> None:
+        self.changed = False
+        self._given: torch.Tensor | None = None
+        self._given_version = 0
+
+    def __call__(self, state: dict) -> torch.Tensor:
+        # At the next batch, the state's loss is the previous one after its on_criterion callbacks.
+        self.changed = self.changed or self.was_changed(state.get(LOSS))
+        # A clone, not a leaf, so callbacks may add to it in place (state[LOSS] += ...).
+        loss = torch.zeros(1, device=state[DEVICE], dtype=state[DATA_TYPE], requires_grad=True).clone()
+        self._given, self._given_version = loss, loss._version  # _version counts in-place changes
+        return loss
+
+    @property
+    def gave_a_loss(self) -> bool:
+        """Whether the criterion has been called."""
+        return self._given is not None
+
+    def was_changed(self, loss: Any) -> bool:
+        """Whether ``loss``, the state's loss after the criterion's callbacks, is not the zero given last, unchanged."""
+        if loss is None or self._given is None:  # a fresh call state: nothing to compare
+            return False
+        return loss is not self._given or loss._version != self._given_version
+
+    def __repr__(self) -> str:
+        return "None (a zero loss that callbacks may add to)"
 
 
 class CallbackListInjection(CallbackList):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
+import torch.optim.optimizer as optimizer_module
 
 from torchbearer.calling import call_criterion, call_model
 from torchbearer.distributed import stop_agreement
@@ -72,7 +73,10 @@ def training_step(state: dict, closure: Callable[[dict], Any]) -> None:
         closure(state)
         scaler.step(optimizer)
         scaler.update()
-    else:
+    elif runs_closure_once(optimizer):  # the same as optimizer.step(closure), without its indirection
+        closure(state)
+        optimizer.step()
+    else:  # LBFGS and other optimizers that may evaluate the closure again
         optimizer.step(lambda: closure(state))
     state[METRICS] = state[METRIC_LIST].process(state.data)
     callbacks.on_step_training(state)
@@ -96,6 +100,20 @@ def forward_backward(state: dict, keys: ClosureKeys = STANDARD_KEYS) -> Any:
     backward(state, state[keys.loss])  # divided over an accumulation group, scaled for fp16
     callbacks.on_backward(state)
     return state[keys.loss]
+
+
+def runs_closure_once(optimizer: Any) -> bool:
+    """Whether ``optimizer.step(closure)`` is ``closure()`` then ``optimizer.step()``: true for PyTorch's own
+    optimizers, except LBFGS (it evaluates the closure again) and unless a step pre-hook is registered (it
+    would run after the backward instead of before it)."""
+    optimizer_class = type(optimizer)
+    return (
+        optimizer_class.__module__.startswith("torch.optim.")
+        and optimizer_class is not torch.optim.LBFGS
+        and "step" not in vars(optimizer)
+        and not getattr(optimizer, "_optimizer_step_pre_hooks", None)
+        and not getattr(optimizer_module, "_global_optimizer_pre_hooks", None)
+    )
 
 
 def batch_indices(steps: int, first: int = 0) -> Iterable[int]:

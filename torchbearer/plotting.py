@@ -15,12 +15,14 @@ _EVAL_PREFIXES = ("val_", "test_", "train_")
 _STEP_KEYS = frozenset({"train_steps", "validation_steps"})
 
 
-def _import_figure() -> Any:
+def _import_matplotlib() -> tuple[Any, Any]:
+    """``matplotlib.figure.Figure`` and ``matplotlib.ticker.MaxNLocator``."""
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError as error:
         raise ImportError("plot_history needs matplotlib; install it with: pip install torchbearer[plots]") from error
-    return Figure
+    return Figure, MaxNLocator
 
 
 def _base_name(key: str) -> str:
@@ -62,18 +64,21 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
     return epochs, values
 
 
-def _draw_metric(axes: Any, history: Sequence[Mapping[str, Any]], name: str, keys: Sequence[str]) -> None:
+def _draw_metric(axes: Any, history: Sequence[Mapping[str, Any]], name: str, keys: Sequence[str], locator: Any) -> None:
     for key in keys:
         if _base_name(key) == name:
             epochs, values = _series(history, key)
             axes.plot(epochs, values, marker="o", label=key)
     axes.set_title(name)
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(locator(integer=True))  # epochs are whole numbers, from 0 as in the history
     axes.legend()
 
 
 def plot_history(history: Sequence[Mapping[str, Any]], path: str, metrics: Sequence[str] | None = None) -> str:
     """Write a PNG with one subplot per metric: the training curve and its ``val_``/``test_`` curves together.
+
+    The x axis counts epochs from 0, as the history, ``state[EPOCH]`` and the loggers do, with whole-number ticks.
 
     Args:
         history: The list returned by ``Trial.run`` (one dict of metric values per epoch).
@@ -100,12 +105,12 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: str, metrics: Seque
         raise ValueError(
             f"plot_history: cannot plot metrics {missing or names}; the history has numeric metrics {available}"
         )
-    figure_class = _import_figure()
+    figure_class, locator = _import_matplotlib()
     columns = min(2, len(names))
     rows = math.ceil(len(names) / columns)
     figure = figure_class(figsize=(6 * columns, 4 * rows))
     for index, name in enumerate(names):
-        _draw_metric(figure.add_subplot(rows, columns, index + 1), history, name, keys)
+        _draw_metric(figure.add_subplot(rows, columns, index + 1), history, name, keys, locator)
     figure.tight_layout()
     figure.savefig(path, format="png")
     return path

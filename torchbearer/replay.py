@@ -2,7 +2,9 @@
 
 Neither the model nor the data is touched. Each recorded epoch gives a training pass and a validation
 pass of the recorded number of steps (or one step each), whose batch hooks see the epoch's final
-values, then ``on_end_epoch`` with the whole record.
+values, then ``on_end_epoch`` with the record's metric values. As in 0.5, the record's step counts
+(``train_steps``, ``validation_steps``) set ``TRAIN_STEPS`` and ``VALIDATION_STEPS`` but are not
+metrics: callbacks see what they saw in the run, so a replayed ``CSVLogger`` writes the run's log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torchbearer.state import (
     State,
 )
 
+STEP_KEYS = ("train_steps", "validation_steps")  # in each history record, beside the metric values
 TRAINING_HOOKS = ("on_sample", "on_forward", "on_criterion", "on_backward", "on_step_training")
 VALIDATION_HOOKS = ("on_sample_validation", "on_forward_validation", "on_criterion_validation", "on_step_validation")
 
@@ -57,20 +60,21 @@ def replay_history(
             train_steps = None if train_steps is None else 1
             val_steps = None if val_steps is None else 1
         state[TRAIN_STEPS], state[VALIDATION_STEPS] = train_steps, val_steps
+        metrics = {key: value for key, value in record.items() if key not in STEP_KEYS}
         callback_list.on_start_epoch(state)
         if train_steps is not None:
-            _replay_pass(state, record, train_steps, training=True)
+            _replay_pass(state, metrics, train_steps, training=True)
         if val_steps is not None and not state[STOP_TRAINING]:
-            _replay_pass(state, record, val_steps, training=False)
-        state[METRICS] = dict(record)
+            _replay_pass(state, metrics, val_steps, training=False)
+        state[METRICS] = metrics
         callback_list.on_end_epoch(state)
     callback_list.on_end(state)
 
 
-def _replay_pass(state: dict, record: dict, steps: int, training: bool) -> None:
+def _replay_pass(state: dict, metrics: dict, steps: int, training: bool) -> None:
     """One recorded pass: its start and end hooks around ``steps`` batches of batch hooks."""
     callbacks = state[CALLBACK_LIST]
-    state[METRICS] = {key: value for key, value in record.items() if ("val_" in key) != training}
+    state[METRICS] = {key: value for key, value in metrics.items() if ("val_" in key) != training}
     state[STEPS] = steps
     state[DATA] = TRAIN_DATA if training else VALIDATION_DATA
     hooks = TRAINING_HOOKS if training else VALIDATION_HOOKS

@@ -80,7 +80,13 @@ class ResumeBookkeeping:
         }
 
     def own_state(self, trial_state: Mapping) -> dict:
-        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG."""
+        """What this process alone restores: metric sums, generator states and (mid-epoch) the epoch's start RNG.
+
+        Between loading a checkpoint and the run that resumes it, that is the checkpoint's, still to restore.
+        """
+        loaded = self._loaded_own_state()
+        if loaded is not None:
+            return loaded
         own = {str(METRIC_LIST): trial_state[METRIC_LIST].state_dict(), "rng": rng.get_state()}
         if self.mid_epoch():
             own["epoch_start_rng"] = self._epoch_start_rng
@@ -91,10 +97,24 @@ class ResumeBookkeeping:
         return self.training_pass_active and self.running_state is not None
 
     def progress(self, trial_state: Mapping) -> dict:
-        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass."""
-        if not self.mid_epoch():
-            return {"epoch": len(trial_state[HISTORY]), "batch": -1}
-        return {"epoch": self.running_state[EPOCH], "batch": self.running_state[BATCH]}
+        """Where training stands: at an epoch boundary (``batch`` -1) or inside a training pass, which is
+        also where a loaded mid-epoch checkpoint stands until a run resumes it."""
+        if self.mid_epoch():
+            return {"epoch": self.running_state[EPOCH], "batch": self.running_state[BATCH]}
+        if self._resume_point is not None:
+            return {"epoch": self._resume_point["epoch"], "batch": self._resume_point["batch"]}
+        if self._pending is not None and self._pending[0]["batch"] >= 0:
+            return dict(self._pending[0])
+        return {"epoch": len(trial_state[HISTORY]), "batch": -1}
+
+    def _loaded_own_state(self) -> dict | None:
+        """This rank's part of a loaded checkpoint that no run has restored yet, or None."""
+        if self._resume_point is not None:  # a run has started but not yet reached the saved batch
+            return {key: value for key, value in self._resume_point.items() if key not in ("epoch", "batch")}
+        if self._pending is None:
+            return None
+        _, state_dict, single = self._pending
+        return distributed.own_state(state_dict, single)
 
     # ----------------------------------------------------------------------------------- loading
     def load_state_dict(self, trial_state: Mapping, state_dict: dict, resume: bool = True, **kwargs: Any) -> None:
@@ -206,15 +226,37 @@ def load_model(model: torch.nn.Module, model_state: dict, **kwargs: Any) -> None
     """Load ``model_state`` into ``model`` (sharded or not).
 
     Raises:
-        StateDictError: the state dict does not fit the model; its missing and unexpected keys are named.
+        StateDictError: the state dict does not fit the model; the message opens with what does not fit (size
+            mismatches, missing and unexpected keys).
     """
     try:
         if not distributed.load_model_state_dict(model, model_state, **kwargs):
             model.load_state_dict(model_state, **kwargs)
     except RuntimeError as error:
-        expected, given = set(model.state_dict()), set(model_state)
+        strict = kwargs.get("strict", True)
+        mismatches = _mismatches(model.state_dict(), model_state, strict)
+        found = "; ".join(mismatches) if mismatches else str(error).rstrip(".")
+        fix = "or pass strict=False to load the keys that match" if strict else "strict=False skips no mismatched size"
         raise StateDictError(
-            f"the state dict does not fit the model {type(model).__name__}: missing keys {sorted(expected - given)}, "
-            f"unexpected keys {sorted(given - expected)}. Load a checkpoint saved from the same architecture, "
-            f"or pass strict=False to load the matching part ({error})"
+            f"the state dict does not fit the model {type(model).__name__}: {found}. Load a checkpoint saved from the "
+            f"same architecture ({fix})"
         ) from error
+
+
+def _mismatches(expected: Mapping, given: Mapping, strict: bool) -> list[str]:
+    """What keeps ``given`` from loading into a model whose state dict is ``expected`` (error path only)."""
+    found = [
+        f"size mismatch for {key}: {_shape(given[key])} in the state dict, {_shape(expected[key])} in the model"
+        for key in expected
+        if key in given and _shape(given[key]) != _shape(expected[key])
+    ]
+    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    keys = [f"{kind} keys {names}" for kind, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    if strict and keys:
+        found.append(", ".join(keys))
+    return found
+
+
+def _shape(value: Any) -> tuple | None:
+    shape = getattr(value, "shape", None)
+    return None if shape is None else tuple(shape)

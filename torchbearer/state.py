@@ -8,6 +8,7 @@ under them) and criteria (``key(state)`` returns that value).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -160,6 +161,11 @@ class RunState(State):
     __setitem__ = dict.__setitem__
     __contains__ = dict.__contains__
     update = dict.update
+
+    @functools.cached_property
+    def data(self) -> Mapping:  # a live view: built once per call, it sees every batch's values
+        """A read-only view whose tensors are detached, so metrics never hold the graph."""
+        return _DetachedView(self)
 
 
 VERSION = state_key("torchbearer_version")

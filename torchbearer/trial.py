@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from torchbearer import checks, distributed, prefetch
-from torchbearer.bases import cite, standard_closure
+from torchbearer.bases import Callback, cite, standard_closure
 from torchbearer.callbacks.aggregate_predictions import AggregatePredictions
 from torchbearer.callbacks.callbacks import CallbackList
+from torchbearer.callbacks.evaluation import EVALUATION
 from torchbearer.calling import always_pass_state
 from torchbearer.compiling import TrialCompilation
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
@@ -22,12 +24,14 @@ from torchbearer.injection import (
     CallbackListInjection,
     MockModel,
     MockOptimizer,
+    ZeroLoss,
     get_printer,
     inject_callback,
     inject_printer,
     inject_sampler,
 )
 from torchbearer.loading import (
+    BatchLoader,
     load_batch_infinite,
     load_batch_none,
     load_batch_predict,
@@ -75,7 +79,9 @@ from torchbearer.state import (
     VALIDATION_STEPS,
     RunState,
     State,
+    StateKey,
 )
+from torchbearer.summary import model_summary
 
 __all__ = [
     "Trial",
@@ -113,12 +119,18 @@ _DATA_KEYS = _DataKeys({
 _SHORT_NAMES = {"training": "train", "validation": "val", "test": "test"}  # as in with_val_data, for_val_steps
 
 
-def _zero_loss(state: dict):
-    def criterion(y_pred: Any, y_true: Any) -> torch.Tensor:
-        # A clone, not a leaf, so callbacks may add to it in place (state[LOSS] += ...).
-        return torch.zeros(1, device=state[DEVICE], dtype=state[DATA_TYPE], requires_grad=True).clone()
+def _empty_generator_error(label: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
+        "larger than the dataset with drop_last=True"
+    )
 
-    return criterion
+
+def _tensor_loader(data_key, dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
+    """A ``DataLoader`` over tensors; an empty one is refused here, before a shuffling sampler fails on it."""
+    if len(dataset) == 0:
+        raise _empty_generator_error(_DATA_KEYS[data_key][2])
+    return DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
 
 
 def _int_steps(steps: Any, label: str) -> int:
@@ -167,11 +179,11 @@ class Trial:
 
     def __init__(
         self,
-        model,
-        optimizer=None,
-        criterion=None,
-        metrics=[],
-        callbacks=[],
+        model: Callable[..., Any] | None,
+        optimizer: torch.optim.Optimizer | None = None,
+        criterion: Callable[..., Any] | StateKey | None = None,
+        metrics: Sequence[Any] = [],
+        callbacks: Sequence[Callback] = [],
         verbose: int = 2,
         *,
         pass_state: bool = False,
@@ -181,7 +193,7 @@ class Trial:
         if model is not None and pass_state:
             always_pass_state(model)
         self.verbose = verbose
-        self.closure = self._standard_closure = standard_closure()
+        self.closure = standard_closure()
         self._compilation: TrialCompilation | None = None  # set by with_compile
         self.state = State()
         self.state.update(
@@ -214,24 +226,34 @@ class Trial:
             }
         )
         if criterion is None:
-            self.state[CRITERION] = _zero_loss(self.state)
+            self.state[CRITERION] = ZeroLoss()
+        self._own_closure = False  # with_closure: the closure may step optimizers of its own
+        self._checked_first_pass = False  # whether the first training pass was checked for a loss that stayed 0
         self._train_iterator = None
         self._warned_unconfigured = False
         self._warned_without_data: set = set()  # (method, data key) pairs already warned about
         self._resume = ResumeBookkeeping()
         self.state[CALLBACK_LIST].on_init(self.state)
 
+    def __repr__(self) -> str:
+        """One line: the parts by class, how many metrics and callbacks, the epochs trained and the device."""
+        return (
+            f"Trial(model={_short_name(self.state[MODEL])}, optimizer={_short_name(self.state[OPTIMIZER])}, "
+            f"criterion={_short_name(self.state[CRITERION])}, metrics={len(self.state[METRIC_LIST].metric_list)}, "
+            f"callbacks={len(self.state[CALLBACK_LIST])}, epochs={len(self.state[HISTORY])}, "
+            f"device={str(self.state[DEVICE])!r})"
+        )
+
     def __str__(self) -> str:
+        """A section for each part: 0.5's layout, with 0.5's ``OPTIMZER`` spelled right."""
         sections = [
-            ("optimzer", self.state[OPTIMIZER]),
+            ("optimizer", _shown(self.state[OPTIMIZER])),
             ("criterion", self.state[CRITERION]),
             ("metrics", self.state[METRIC_LIST]),
             ("callbacks", self.state[CALLBACK_LIST]),
-            ("model", self.state[MODEL]),
+            ("model", _shown(self.state[MODEL])),
         ]
         return "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
-
-    __repr__ = __str__
 
     # ----------------------------------------------------------------------------------- data
     def _with_generator(self, data_key, generator, steps) -> Trial:
@@ -255,13 +277,10 @@ class Trial:
                 ) from error
             length = None
         if length == 0:
-            raise ConfigurationError(
-                f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
-                "larger than the dataset with drop_last=True"
-            )
+            raise _empty_generator_error(label)
         return self._for_steps(data_key, length if steps is None else steps)
 
-    def with_train_generator(self, generator, steps=None) -> Trial:
+    def with_train_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length).
 
         Raises:
@@ -270,17 +289,18 @@ class Trial:
         """
         return self._with_generator(TRAIN_DATA, generator, steps)
 
-    def with_val_generator(self, generator, steps=None) -> Trial:
+    def with_val_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Validate on ``generator`` after each training pass; also the default for ``evaluate``."""
         return self._with_generator(VALIDATION_DATA, generator, steps)
 
-    def with_test_generator(self, generator, steps=None) -> Trial:
+    def with_test_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
         """Use ``generator`` for ``predict``."""
         return self._with_generator(TEST_DATA, generator, steps)
 
     def with_generators(
-        self, train_generator=None, val_generator=None, test_generator=None, train_steps=None, val_steps=None,
-        test_steps=None,
+        self, train_generator: Iterable[Any] | None = None, val_generator: Iterable[Any] | None = None,
+        test_generator: Iterable[Any] | None = None, train_steps: int | None = None, val_steps: int | None = None,
+        test_steps: int | None = None,
     ) -> Trial:  # fmt: skip
         """Set any of the train, validation and test generators at once."""
         if train_generator is not None:
@@ -291,37 +311,50 @@ class Trial:
             self.with_test_generator(test_generator, test_steps)
         return self
 
-    def with_train_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Train on tensors ``x``, ``y`` through a ``DataLoader``.
+    def with_train_data(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = True, num_workers: int = 0,
+        steps: int | None = None,
+    ) -> Trial:  # fmt: skip
+        """Train on tensors ``x``, ``y`` through a ``DataLoader`` (in this process: tensors in memory need no workers).
 
         Raises:
             ConfigurationTypeError: ``x`` or ``y`` is not a tensor.
             ConfigurationError: ``x`` and ``y`` differ in length, or the loader would be empty.
         """
         dataset = checks.tensor_dataset("with_train_data", x=x, y=y)
-        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
+        loader = _tensor_loader(TRAIN_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_train_generator(loader, steps=steps)
 
-    def with_val_data(self, x, y, batch_size=1, shuffle=True, num_workers=1, steps=None) -> Trial:
-        """Validate on tensors ``x``, ``y`` through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
+    def with_val_data(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0,
+        steps: int | None = None,
+    ) -> Trial:  # fmt: skip
+        """Validate on tensors ``x``, ``y`` in order through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
-        loader = DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
+        loader = _tensor_loader(VALIDATION_DATA, dataset, batch_size, shuffle, num_workers)
         return self.with_val_generator(loader, steps=steps)
 
-    def with_test_data(self, x, batch_size=1, num_workers=1, steps=None) -> Trial:
+    def with_test_data(
+        self, x: torch.Tensor, batch_size: int = 1, num_workers: int = 0, steps: int | None = None
+    ) -> Trial:  # fmt: skip
         """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
         loader = DataLoader(checks.tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
         return self.with_test_generator(loader, steps=steps)
 
     def with_data(
-        self, x_train=None, y_train=None, x_val=None, y_val=None, x_test=None, batch_size=1, num_workers=1,
-        train_steps=None, val_steps=None, test_steps=None, shuffle=True,
+        self, x_train: torch.Tensor | None = None, y_train: torch.Tensor | None = None,
+        x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, x_test: torch.Tensor | None = None,
+        batch_size: int = 1, num_workers: int = 0, train_steps: int | None = None, val_steps: int | None = None,
+        test_steps: int | None = None, shuffle: bool = True,
     ) -> Trial:  # fmt: skip
-        """Set train, validation and test tensors at once; parts left ``None`` are skipped."""
+        """Set train, validation and test tensors at once; parts left ``None`` are skipped.
+
+        ``shuffle`` applies to the training data only: validation and test data are read in order.
+        """
         if x_train is not None and y_train is not None:
             self.with_train_data(x_train, y_train, batch_size, shuffle, num_workers, train_steps)
         if x_val is not None and y_val is not None:
-            self.with_val_data(x_val, y_val, batch_size, shuffle, num_workers, val_steps)
+            self.with_val_data(x_val, y_val, batch_size, False, num_workers, val_steps)
         if x_test is not None:
             self.with_test_data(x_test, batch_size, num_workers, test_steps)
         return self
@@ -333,19 +366,21 @@ class Trial:
         self.state[data_key] = (self.state[generator_key], steps)
         return self
 
-    def for_train_steps(self, steps) -> Trial:
+    def for_train_steps(self, steps: int) -> Trial:
         """Run ``steps`` training batches per epoch (-1: until a callback stops training)."""
         return self._for_steps(TRAIN_DATA, steps)
 
-    def for_val_steps(self, steps) -> Trial:
+    def for_val_steps(self, steps: int) -> Trial:
         """Run ``steps`` validation batches per epoch."""
         return self._for_steps(VALIDATION_DATA, steps)
 
-    def for_test_steps(self, steps) -> Trial:
+    def for_test_steps(self, steps: int) -> Trial:
         """Run ``steps`` batches in ``predict``."""
         return self._for_steps(TEST_DATA, steps)
 
-    def for_steps(self, train_steps=None, val_steps=None, test_steps=None) -> Trial:
+    def for_steps(
+        self, train_steps: int | None = None, val_steps: int | None = None, test_steps: int | None = None
+    ) -> Trial:
         """Set any of the step counts at once."""
         if train_steps is not None:
             self.for_train_steps(train_steps)
@@ -367,7 +402,7 @@ class Trial:
         """Predict until a callback sets ``STOP_TRAINING``."""
         return self.for_test_steps(-1)
 
-    def for_inf_steps(self, train=True, val=True, test=True) -> Trial:
+    def for_inf_steps(self, train: bool = True, val: bool = True, test: bool = True) -> Trial:
         """Make each flagged pass infinite."""
         if train:
             self.for_inf_train_steps()
@@ -382,16 +417,17 @@ class Trial:
         self.state[INF_TRAIN_LOADING] = True
         return self
 
-    def with_loader(self, batch_loader) -> Trial:
+    def with_loader(self, batch_loader: BatchLoader) -> Trial:
         """Use ``batch_loader(state)`` to load every batch of every pass."""
         checks.require_callable("with_loader", batch_loader, "a function batch_loader(state)")
         self.state[LOADER] = batch_loader
         return self
 
-    def with_closure(self, closure) -> Trial:
+    def with_closure(self, closure: Callable[[dict], Any]) -> Trial:
         """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
         checks.require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
         self.closure = closure
+        self._own_closure = True
         return self
 
     # ----------------------------------------------------------------------------------- speed
@@ -415,7 +451,7 @@ class Trial:
         self.state[GRAD_SCALER] = scaler
         return self
 
-    def with_compile(self, explain: bool = False, **compile_kwargs) -> Trial:
+    def with_compile(self, explain: bool = False, **compile_kwargs: Any) -> Trial:
         """Compile the training step as a hand-written loop would: forward, loss and backward as one graph.
 
         Each training pass runs the model, the criterion and ``loss.backward()`` as one compiled function
@@ -468,7 +504,7 @@ class Trial:
         self.state[PREFETCH] = bool(enabled)
         return self
 
-    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options) -> Trial:
+    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options: Any) -> Trial:
         """Choose how the Trial scales out on ``torch.distributed`` (see ``docs/scaling-out.md``).
 
         Without this call a Trial launched by ``torchrun`` already trains data-parallel with DDP.
@@ -537,7 +573,7 @@ class Trial:
             self.state[MODEL] = MockModel()
 
     @inject_printer()
-    def run(self, epochs: int = 1, verbose: int = -1) -> list:
+    def run(self, epochs: int = 1, verbose: int = -1) -> list[dict[str, Any]]:
         """Train (and validate) up to epoch ``epochs``, continuing from the epochs already run.
 
         Args:
@@ -546,9 +582,21 @@ class Trial:
 
         Returns:
             The history: one dict of metric values per epoch (the same list grows across calls).
+
+        Raises:
+            ConfigurationError: ``epochs`` is not an int, or is negative.
+
+        Warns:
+            TorchbearerWarning: ``epochs`` is already reached (nothing to train: say how to train more);
+                training with no optimizer; a loss that stayed the default zero (no criterion, nothing added).
         """
         if not isinstance(epochs, int) or isinstance(epochs, bool):
             raise ConfigurationError(f"run(epochs) needs an int number of epochs, got {epochs!r}")
+        if epochs < 0:
+            raise ConfigurationError(
+                f"run(epochs={epochs}): epochs is the epoch to train up to, so it cannot be negative. To train until "
+                "a callback stops the run, give an upper bound, e.g. run(epochs=1000) with EarlyStopping"
+            )
         self._check_model(stacklevel=4)
         state = self._call_state(epochs)
         history = self.state[HISTORY]
@@ -562,6 +610,9 @@ class Trial:
                 )
                 self._warned_unconfigured = True
             return history
+        self._warn_if_already_trained(epochs, len(history))
+        if self._has(TRAIN_DATA):
+            checks.warn_if_nothing_steps(self.state[MODEL], self.state[OPTIMIZER], self._own_closure, stacklevel=4)
         self._resume.apply_pending(self.state)
         self._resume.running_state = state
         try:
@@ -576,6 +627,20 @@ class Trial:
             self._resume.end_run()
         return history
 
+    @staticmethod
+    def _warn_if_already_trained(epochs: int, done: int) -> None:
+        """``run(epochs)`` trains up to epoch ``epochs``: say so when that is already reached."""
+        if epochs > done:
+            return
+        more = max(epochs, 1)
+        warnings.warn(
+            f"run(epochs={epochs}) trains nothing: this trial has already trained {done} epoch{'s' * (done != 1)}; "
+            f"run(epochs={done + more}) trains {more} more (epochs is the epoch to train up to, not a number of "
+            "epochs to add)",
+            TorchbearerWarning,
+            stacklevel=4,
+        )
+
     def _run_epoch(self, state: dict, history: list) -> bool:
         """One epoch: training pass, validation pass, history record. Returns True to stop."""
         state.update(self.state)
@@ -585,11 +650,14 @@ class Trial:
         first_batch = self._start_training_iterator(state)
         pass_closure = contextlib.nullcontext(self.closure)
         if self._compilation is not None:  # with_compile: a compiled region for the step when no hook runs inside it
-            pass_closure = self._compilation.training_pass(state, self.closure, self.closure is self._standard_closure)
+            pass_closure = self._compilation.training_pass(state, self.closure, not self._own_closure)
         self._resume.training_pass_active = True
         with pass_closure as closure:
             train_pass(state, closure, first_batch)
         self._resume.training_pass_active = False
+        if not self._checked_first_pass:
+            self._checked_first_pass = True
+            checks.warn_if_loss_stayed_zero(state, stacklevel=5)
         if distributed.agree_to_stop(state):
             return True
         final_metrics = state[METRICS]
@@ -610,7 +678,7 @@ class Trial:
 
     @inject_printer(validation_label_letter="e")
     @inject_sampler(VALIDATION_DATA, load_batch_standard)
-    def evaluate(self, verbose: int = -1, data_key=None) -> dict:
+    def evaluate(self, verbose: int = -1, data_key: StateKey | None = None) -> dict[str, Any]:
         """Evaluate on one data set (default validation) and merge the values into the last history record.
 
         Returns:
@@ -632,7 +700,7 @@ class Trial:
     @inject_printer(validation_label_letter="p")
     @inject_sampler(TEST_DATA, load_batch_predict)
     @inject_callback(AggregatePredictions())
-    def predict(self, verbose: int = -1, data_key=None):
+    def predict(self, verbose: int = -1, data_key: StateKey | None = None) -> torch.Tensor | list:
         """Run the model over a data set (default test) and return its outputs concatenated on dim 0.
 
         Returns:
@@ -675,6 +743,7 @@ class Trial:
         )
 
     def _evaluation_pass(self, state: dict) -> None:
+        state[EVALUATION] = _SHORT_NAMES[_DATA_KEYS[state[DATA]][2]]  # loggers record it at the trial's epoch
         callbacks = state[CALLBACK_LIST]
         callbacks.on_start(state)
         callbacks.on_start_epoch(state)
@@ -682,7 +751,7 @@ class Trial:
         validation_pass(state)
         callbacks.on_end_epoch(state)
 
-    def replay(self, callbacks=None, verbose: int = 2, one_batch: bool = False) -> Trial:
+    def replay(self, callbacks: Sequence[Callback] | None = None, verbose: int = 2, one_batch: bool = False) -> Trial:
         """Re-drive callbacks (progress bars, loggers) from the stored history, without touching model or data.
 
         Args:
@@ -692,6 +761,33 @@ class Trial:
         """
         replay_history(self.state, callbacks, verbose, one_batch)
         return self
+
+    def summary(self, input_size: Any = None, input_data: Any = None, **kwargs: Any) -> Any:
+        """Show the model's layers with their parameters and output shapes for one batch (needs ``torchinfo``).
+
+        The batch is the input of the Trial's first training batch (else validation, else test), or the
+        ``input_data`` or ``input_size`` given. Neither the model (run in evaluation mode, without gradients)
+        nor the random state (which a shuffling loader draws from) is changed, so training goes on as without it.
+
+        Args:
+            input_size: The input's shape with its batch dimension, e.g. ``(32, 784)``; a list of shapes for
+                several inputs. Inputs are made in the Trial's dtype.
+            input_data: The model's positional arguments, e.g. ``[x]``, or keyword arguments as a dict.
+            **kwargs: Passed to ``torchinfo.summary``: ``depth``, ``col_names``, ``verbose``, ...
+
+        Returns:
+            torchinfo's ``ModelStatistics``, printed (outside notebooks) unless ``verbose=0``; its ``str`` is
+            the table, and ``total_params``, ``trainable_params`` and ``summary_list`` hold the numbers.
+
+        Raises:
+            ImportError: torchinfo is not installed (``pip install torchbearer[summary]``).
+            ConfigurationError: The model is not an ``nn.Module``, or there is no data and no input given.
+
+        Example:
+            >>> trial.with_train_data(x, y, batch_size=32).summary()  # doctest: +SKIP
+            >>> Trial(model).summary(input_size=(1, 3, 224, 224), depth=2)  # doctest: +SKIP
+        """
+        return model_summary(self.state, input_size, input_data, **kwargs)
 
     # ----------------------------------------------------------------------------------- modes and devices
     def train(self) -> Trial:
@@ -709,7 +805,7 @@ class Trial:
             self.state[METRIC_LIST].eval()
         return self
 
-    def to(self, *args, **kwargs) -> Trial:
+    def to(self, *args: Any, **kwargs: Any) -> Trial:
         """Move the model, the optimizer's state and future batches (``trial.to('cuda')``, ``.to(torch.float64)``)."""
         self.state[MODEL].to(*args, **kwargs)
         for param_state in self.state[OPTIMIZER].state.values():
@@ -732,7 +828,7 @@ class Trial:
         moved.load_state_dict(scaler.state_dict())
         self.state[GRAD_SCALER] = moved
 
-    def cuda(self, device=None) -> Trial:
+    def cuda(self, device: int | str | torch.device | None = None) -> Trial:
         """Move to a CUDA device (default the current one)."""
         if device is None:
             device = torch.cuda.current_device()
@@ -743,11 +839,11 @@ class Trial:
         return self.to("cpu")
 
     # ----------------------------------------------------------------------------------- persistence
-    def state_dict(self, **kwargs) -> dict:
+    def state_dict(self, **kwargs: Any) -> dict[str, Any]:
         """Everything needed to resume, as plain types (loads with ``torch.load(weights_only=True)``)."""
         return self._resume.state_dict(self.state, **kwargs)
 
-    def load_state_dict(self, state_dict: dict, resume: bool = True, **kwargs) -> Trial:
+    def load_state_dict(self, state_dict: dict[str, Any], resume: bool = True, **kwargs: Any) -> Trial:
         """Load a Trial state dict (all of it with ``resume``, else the model only) or a bare model state dict.
 
         Raises:
@@ -755,6 +851,21 @@ class Trial:
         """
         self._resume.load_state_dict(self.state, state_dict, resume, **kwargs)
         return self
+
+
+def _shown(value: Any) -> Any:
+    """A part as ``str(trial)`` shows it: ``None`` for the stand-ins of a part the user did not give."""
+    return None if isinstance(value, (MockModel, MockOptimizer)) else value
+
+
+def _short_name(value: Any) -> str:
+    """A part as ``repr(trial)`` names it: its class (a function's name), ``None`` for a part not given."""
+    if value is None or isinstance(value, (MockModel, MockOptimizer, ZeroLoss)):
+        return "None"
+    if isinstance(value, str):  # a state key as the criterion
+        return repr(str(value))
+    value = unwrap_model(value)
+    return getattr(value, "__name__", type(value).__name__)
 
 
 def _length(generator, steps: int) -> int:

@@ -96,6 +96,20 @@ def test_loading_into_callbacks_of_other_classes_warns_and_leaves_them_alone():
         CallbackList([other]).load_state_dict(saved)
 
 
+def test_a_mismatch_names_both_lists_and_what_was_and_was_not_restored():
+    saved = CallbackList([Counter(5), EarlyStopping(patience=2), Counter(7)]).state_dict()
+    first, recorder, last = Counter(), Recorder("new", []), Counter()
+    with pytest.warns(UserWarning) as caught:
+        CallbackList([first, recorder, last]).load_state_dict(saved)
+    assert [str(warning.message) for warning in caught] == [
+        "Callback classes did not match, expected: ['Counter', 'EarlyStopping', 'Counter'], got: ['Counter', "
+        "'Recorder', 'Counter']. Restored: #1 Counter, #3 Counter. Not restored (no saved state of its class, in "
+        "order): #2 Recorder. Saved but not loaded: #2 EarlyStopping. Give the callbacks in the order they were "
+        "saved in to restore them all"
+    ]
+    assert first.count == 5 and last.count == 7
+
+
 def test_a_copy_is_a_new_list_of_the_same_callbacks():
     counter = Counter()
     callbacks = CallbackList([counter])

@@ -122,8 +122,27 @@ def test_training_on_and_evaluating_add_to_the_same_log(classification_data, tmp
     evaluated = trial.evaluate()
 
     rows = _read(path)
-    assert [row[0] for row in rows] == ["epoch", "0", "1", "2", "0"]  # evaluate reports epoch 0, as in 0.5
+    assert [row[0] for row in rows] == ["epoch", "0", "1", "2", "2"]  # evaluated: the weights after epoch 2
     assert float(rows[-1][rows[0].index("val_acc")]) == pytest.approx(evaluated["val_acc"])
+
+
+def test_evaluation_rows_are_marked_with_the_data_set_and_training_rows_are_not(classification_data, tmp_path):
+    path = tmp_path / "log.csv"
+    x, y = classification_data
+    trial = _trial(classification_data, [CSVLogger(str(path))])
+    trial.with_test_data(x, batch_size=10, num_workers=0)
+    trial.evaluate()  # before any training
+    trial.run(2)
+    trial.predict()  # no targets, so no values: no row
+    trial.evaluate(data_key=torchbearer.TRAIN_DATA)
+    trial.run(3)
+
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["epoch"], row["evaluation"]) for row in rows] == [
+        ("-1", "val"), ("0", ""), ("1", ""), ("1", "train"), ("2", ""),
+    ]  # fmt: skip
+    assert rows[3]["train_acc"] != "" and rows[3]["acc"] == ""
 
 
 def test_a_resumed_trial_cuts_the_log_back_to_its_checkpoint_and_goes_on(classification_data, tmp_path):

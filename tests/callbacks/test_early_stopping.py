@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import torchbearer
+from torchbearer.callbacks.checkpointers import MostRecent
 from torchbearer.callbacks.decorators import on_step_training
 from torchbearer.callbacks.early_stopping import EarlyStopping
 
@@ -107,3 +108,95 @@ def test_step_on_batch_stops_inside_the_first_epoch(classification_data):
     history = trial.run(2)
     assert steps == [0, 1]  # step 0 sets the best, step 1 does not improve: stop
     assert history == []
+
+
+SCORES = [0.9, 0.5, 0.7, 0.8, 0.6, 0.4]  # the monitored value of each epoch: best at 1, until epoch 5
+
+
+class _Scripted(torchbearer.Callback):
+    """Sets the monitored 'score' of each epoch from SCORES, and keeps a copy of each epoch's weights."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_end_epoch(self, state):
+        state[torchbearer.METRICS]["score"] = SCORES[state[torchbearer.EPOCH]]
+        weights = state[torchbearer.MODEL].state_dict()
+        self.weights[state[torchbearer.EPOCH]] = {name: value.clone() for name, value in weights.items()}
+
+
+def _equal(weights, model):
+    return all(torch.equal(value, model.state_dict()[name]) for name, value in weights.items())
+
+
+def test_restore_best_weights_gives_the_model_the_best_epochs_weights_when_it_stops(classification_data):
+    x, y = classification_data
+    scripted = _Scripted()
+    stopper = EarlyStopping(monitor="score", patience=2, restore_best_weights=True)
+    trial = _trial([scripted, stopper], 0.1, x, y)
+
+    history = trial.run(10)
+
+    assert len(history) == 4  # epochs 2 and 3 wait, then it stops
+    assert _equal(scripted.weights[1], trial.state[torchbearer.MODEL])
+    assert not _equal(scripted.weights[3], trial.state[torchbearer.MODEL])
+    trial.with_val_data(x, y, batch_size=10, num_workers=0)
+    trial.evaluate()  # evaluate steps the stopper but restores nothing
+    assert _equal(scripted.weights[1], trial.state[torchbearer.MODEL])
+
+
+def test_restore_best_weights_at_the_end_of_a_run_that_was_not_stopped(classification_data):
+    x, y = classification_data
+    scripted = _Scripted()
+    trial = _trial([scripted, EarlyStopping(monitor="score", patience=9, restore_best_weights=True)], 0.1, x, y)
+
+    trial.run(5)
+
+    assert _equal(scripted.weights[1], trial.state[torchbearer.MODEL])
+
+
+def test_without_restore_best_weights_the_model_keeps_the_last_epochs_weights(classification_data):
+    x, y = classification_data
+    scripted = _Scripted()
+    stopper = EarlyStopping(monitor="score", patience=2)
+    trial = _trial([scripted, stopper], 0.1, x, y)
+
+    trial.run(10)
+
+    assert _equal(scripted.weights[3], trial.state[torchbearer.MODEL])
+    assert "best_weights" not in stopper.state_dict()
+
+
+def test_restore_best_weights_survives_a_resume_from_a_checkpoint_saved_mid_run(classification_data, tmp_path):
+    x, y = classification_data
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    scripted = _Scripted()
+    first = _trial([scripted, EarlyStopping(monitor="score", patience=9, restore_best_weights=True),
+                    MostRecent(checkpoint)], 0.1, x, y)  # fmt: skip
+    first.run(3)  # epochs 0-2, best at 1; the checkpoint holds the weights after epoch 2
+
+    resumed = _trial([scripted, EarlyStopping(monitor="score", patience=9, restore_best_weights=True),
+                      MostRecent(str(tmp_path / "resumed.pt"))], 0.1, x, y)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every callback's state is restored
+        resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
+    assert _equal(scripted.weights[2], resumed.state[torchbearer.MODEL])
+    resumed.run(5)  # epochs 3 and 4 are worse than epoch 1
+
+    assert _equal(scripted.weights[1], resumed.state[torchbearer.MODEL])
+    assert not _equal(scripted.weights[4], resumed.state[torchbearer.MODEL])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_restore_best_weights_keeps_cpu_copies_of_a_gpu_model_and_restores_them_on_the_gpu(classification_data):
+    x, y = classification_data
+    scripted = _Scripted()
+    stopper = EarlyStopping(monitor="score", patience=2, restore_best_weights=True)
+    trial = _trial([scripted, stopper], 0.1, x, y).to("cuda")
+
+    trial.run(10)
+
+    assert all(not value.is_cuda for value in stopper.best_weights.values())
+    model = trial.state[torchbearer.MODEL]
+    assert all(parameter.is_cuda for parameter in model.parameters())
+    assert _equal(scripted.weights[1], model)

@@ -131,3 +131,43 @@ def test_manifold_mixup_step_runs_on_cuda_without_host_device_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert loss.is_cuda
+
+
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_every_training_batch_outputs_the_lambda_mix_at_one_layer_of_the_clean_outputs_and_their_permutation(device):
+    torch.manual_seed(4)
+    layers = [nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)]
+    model = nn.Sequential(*layers)
+    clean = {}  # hooks registered before ManifoldMixup's see each layer's output before it is mixed
+    for index, layer in enumerate(layers):
+        layer.register_forward_hook(lambda module, args, output, index=index: clean.__setitem__(index, output))
+    mixed_at = []
+
+    def mix_from(outputs, index, lam, permutation):
+        """The model's output when layer ``index``'s clean output is mixed and the rest runs on."""
+        hidden = lam * outputs[index] + (1 - lam) * outputs[index][permutation]
+        for later in layers[index + 1 :]:  # when `index` is the chosen layer, calling these mixes nothing
+            hidden = later(hidden)
+        return hidden
+
+    @torchbearer.callbacks.on_forward
+    def check(state):
+        lam, permutation = state[torchbearer.MIXUP_LAMBDA], state[torchbearer.MIXUP_PERMUTATION]
+        output, outputs = state[torchbearer.Y_PRED].detach(), dict(clean)  # mix_from's calls refill `clean`
+        with torch.no_grad():
+            expected = [mix_from(outputs, index, lam, permutation) for index in range(len(layers))]
+        mixed_at.append([index for index, mix in enumerate(expected) if torch.allclose(output, mix, atol=1e-5)])
+
+    x, y = torch.randn(24, 4), torch.randint(0, 3, (24,))
+    trial = torchbearer.Trial(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), Mixup.mixup_loss, callbacks=[ManifoldMixup(), check],
+        verbose=0,
+    )  # fmt: skip
+    trial.with_train_data(x, y, batch_size=6, num_workers=0).to(device).run(3)
+
+    assert len(mixed_at) == 12
+    assert all(len(matches) == 1 for matches in mixed_at), mixed_at  # mixed, and at exactly one layer
+    assert len({matches[0] for matches in mixed_at}) > 1  # the layer is drawn again for each batch

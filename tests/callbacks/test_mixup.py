@@ -3,6 +3,9 @@ import torch
 import torch.nn.functional as F
 
 import torchbearer
+from torchbearer.callbacks.between_class import BCPlus
+from torchbearer.callbacks.cutout import CutMix
+from torchbearer.callbacks.manifold_mixup import ManifoldMixup
 from torchbearer.callbacks.mixup import Mixup, MixupAcc
 
 
@@ -39,7 +42,7 @@ def test_mixup_random_is_recognised_by_value_and_draws_a_new_lambda_per_batch():
     for _ in range(5):
         state = _batch()
         mixup.on_sample(state)
-        lambdas.add(state[torchbearer.MIXUP_LAMBDA])
+        lambdas.add(float(state[torchbearer.MIXUP_LAMBDA]))
     assert len(lambdas) == 5 and all(0 <= lam <= 1 for lam in lambdas)
 
 
@@ -49,6 +52,58 @@ def test_mixup_with_non_positive_alpha_leaves_inputs_unmixed():
     Mixup(alpha=0).on_sample(state)
     assert state[torchbearer.MIXUP_LAMBDA] == 1.0
     assert torch.equal(state[torchbearer.X], inputs)
+
+
+def _mixed_state(mixer):
+    """A batch of 8 images (image i filled with i + 1) mixed by ``mixer``, with random logits."""
+    images = (torch.arange(8.0) + 1).view(-1, 1, 1, 1).expand(8, 1, 6, 6).clone()
+    state = {torchbearer.X: images, torchbearer.Y_TRUE: torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])}
+    if isinstance(mixer, ManifoldMixup):
+        state[torchbearer.MODEL] = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
+        mixer.on_start(state)
+    mixer.on_sample(state)
+    state[torchbearer.Y_PRED] = torch.randn(8, 3)
+    state[torchbearer.DATA] = torchbearer.TRAIN_DATA
+    return state
+
+
+@pytest.mark.parametrize(
+    "mixer",
+    [Mixup(), Mixup(lam=1), CutMix(1.0, mixup_loss=True), BCPlus(mixup_loss=True), ManifoldMixup()],
+    ids=["Mixup", "Mixup(lam=1)", "CutMix", "BCPlus", "ManifoldMixup"],
+)
+def test_mixup_lambda_is_a_0d_tensor_that_float_and_item_both_read(mixer):
+    torch.manual_seed(2)
+    lam = _mixed_state(mixer)[torchbearer.MIXUP_LAMBDA]
+
+    assert isinstance(lam, torch.Tensor) and lam.dim() == 0 and lam.dtype == torch.float32
+    assert 0 <= float(lam) == lam.item() <= 1
+
+
+@pytest.mark.parametrize("mixer", [Mixup(alpha=0.4), CutMix(1.0, mixup_loss=True)], ids=["Mixup", "CutMix"])
+def test_mixup_loss_and_acc_weigh_each_sample_by_the_share_of_it_that_is_its_own(mixer):
+    torch.manual_seed(3)
+    state = _mixed_state(mixer)
+    first, second = state[torchbearer.Y_TRUE]
+    permutation = state[torchbearer.MIXUP_PERMUTATION]
+    own = float(state[torchbearer.MIXUP_LAMBDA])
+    if isinstance(mixer, CutMix):  # the pixels still showing the image's own value, per moved image
+        moved = permutation != torch.arange(8)
+        shares = (state[torchbearer.X] == (torch.arange(8.0) + 1).view(-1, 1, 1, 1)).flatten(1).float().mean(1)
+        assert torch.allclose(shares[moved], torch.full_like(shares[moved], own))
+    predictions = state[torchbearer.Y_PRED]
+    first_loss = F.cross_entropy(predictions, first, reduction="none")
+    second_loss = F.cross_entropy(predictions, second, reduction="none")
+    expected_loss = (own * first_loss + (1 - own) * second_loss).mean()
+    predicted = predictions.argmax(1)
+    expected_acc = (own * (predicted == first).float() + (1 - own) * (predicted == second).float()).mean()
+
+    assert Mixup.mixup_loss(state).item() == pytest.approx(expected_loss.item())
+    metric = MixupAcc()
+    metric.reset(state)
+    metric.train()
+    metric.process(state)
+    assert metric.process_final(state)["mixup_acc"] == pytest.approx(expected_acc.item())
 
 
 def test_mixup_loss_weights_both_targets_in_training():

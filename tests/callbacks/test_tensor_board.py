@@ -46,6 +46,13 @@ def _trial(callbacks, images=False, validation=True):
     return trial
 
 
+@pytest.fixture(autouse=True)
+def _close_writers_after_each_test():
+    """Callbacks keep their writers between a trial's calls; close what a test left open."""
+    yield
+    tensor_board._close_open_writers()
+
+
 def _events(path):
     accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
     accumulator.Reload()
@@ -131,18 +138,23 @@ def test_second_run_logs_into_the_same_directory(tmp_path):
     assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/loss")] == [0, 1]
 
 
-def test_writers_are_closed_after_the_run(tmp_path):
+def test_writers_are_flushed_after_each_call_kept_for_the_next_and_closed_by_close(tmp_path):
     callbacks = [
         TensorBoard(str(tmp_path), write_batch_metrics=True),
         TensorBoardText(str(tmp_path), write_batch_metrics=True),
     ]
     _trial(callbacks).run(1)
 
+    assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/loss")] == [0]
+    assert all(callback.writer is not None and callback.batch_writer is None for callback in callbacks)
+    assert list(tensor_board._writers) == [(str(tmp_path / "Linear_torchbearer"), False)]  # the batch writer closed
+    for callback in callbacks:
+        callback.close()
     assert tensor_board._writers == {}
-    assert all(callback.writer is None and callback.batch_writer is None for callback in callbacks)
+    assert all(callback.writer is None for callback in callbacks)
 
 
-def test_writers_are_closed_and_events_kept_when_the_run_fails(tmp_path):
+def test_writers_are_flushed_and_events_kept_when_the_run_fails(tmp_path):
     class FailInSecondEpoch(Callback):
         def on_step_training(self, state):
             if state[torchbearer.EPOCH] == 1:
@@ -152,9 +164,42 @@ def test_writers_are_closed_and_events_kept_when_the_run_fails(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         _trial([callback, FailInSecondEpoch()]).run(2)
 
-    assert tensor_board._writers == {}
+    assert callback.batch_writer is None
     assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/loss")] == [0]
     assert _scalars(_events(tmp_path / "Linear_torchbearer" / "epoch-1"), "batch/running_loss")[0][0] == 0
+
+
+def _event_files(folder):
+    return [entry.name for entry in os.scandir(folder) if entry.name.startswith("events.out.tfevents")]
+
+
+def test_evaluate_is_logged_at_the_last_trained_epoch_in_the_trials_one_event_file(tmp_path):
+    callbacks = [TensorBoard(str(tmp_path), write_graph=False), TensorBoardText(str(tmp_path), log_trial_summary=False)]
+    trial = _trial(callbacks)
+    trial.with_test_generator(trial.state[torchbearer.VALIDATION_GENERATOR])
+    trial.run(3)
+    validated = trial.evaluate()
+    trial.run(4)
+    tested = trial.evaluate(data_key=torchbearer.TEST_DATA)
+
+    folder = tmp_path / "Linear_torchbearer"
+    assert len(_event_files(folder)) == 1
+    events = _events(folder)
+    history = trial.state[torchbearer.HISTORY]
+    assert _scalars(events, "epoch/val_loss") == [(e, pytest.approx(history[e]["val_loss"])) for e in range(3)] + [
+        (2, pytest.approx(validated["val_loss"])),
+        (3, pytest.approx(history[3]["val_loss"])),
+    ]
+    assert _scalars(events, "epoch/test_loss") == [(3, pytest.approx(tested["test_loss"]))]
+    assert [step for step, _ in _texts(events, "epoch")] == [0, 1, 2, 2, 3, 3]
+
+
+def test_evaluate_before_any_training_is_logged_at_epoch_minus_one(tmp_path):
+    trial = _trial([TensorBoard(str(tmp_path), write_graph=False)])
+    trial.evaluate()
+    trial.run(1)
+
+    assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/val_loss")] == [-1, 0]
 
 
 def test_writer_is_shared_per_directory_and_closed_by_its_last_user(tmp_path):

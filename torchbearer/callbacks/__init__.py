@@ -1,7 +1,7 @@
 """Callbacks: the built-in library and the decorator API for writing your own.
 
-Optional integrations (TensorBoard, visdom, livelossplot, PyCM, torchvision) are imported only when
-their callback is used.
+Optional integrations (TensorBoard, visdom, livelossplot, PyCM, torchvision, MLflow, Weights & Biases,
+Optuna) are imported only when their callback is used.
 """
 
 from torchbearer.bases import Callback, get_metric
@@ -48,6 +48,8 @@ from torchbearer.callbacks.lr_finder import LRFinder, find_lr
 from torchbearer.callbacks.lsuv import LSUV
 from torchbearer.callbacks.manifold_mixup import ManifoldMixup
 from torchbearer.callbacks.mixup import Mixup, MixupAcc
+from torchbearer.callbacks.mlflow_logger import MLflowLogger
+from torchbearer.callbacks.optuna_pruning import OptunaPruning, optuna_objective
 from torchbearer.callbacks.printer import ConsolePrinter, Tqdm
 from torchbearer.callbacks.pycm import PyCM
 from torchbearer.callbacks.sample_pairing import SamplePairing
@@ -72,4 +74,5 @@ from torchbearer.callbacks.torch_scheduler import (
     TorchScheduler,
 )
 from torchbearer.callbacks.unpack_state import UnpackState
+from torchbearer.callbacks.wandb_logger import WandbLogger
 from torchbearer.callbacks.weight_decay import L1WeightDecay, L2WeightDecay, WeightDecay

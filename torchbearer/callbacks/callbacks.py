@@ -160,16 +160,41 @@ class CallbackList(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> CallbackList:
+        """Restore each callback from the next saved state of its class, in order; warn once about the rest.
+
+        A callback whose class has no saved state left after the previous match keeps its own state; saved
+        states in between are skipped, so one added or removed callback does not stop the others' restoring.
+        """
         saved_types = [_class_name(entry) for entry in state_dict[self.CALLBACK_TYPES]]
         saved_states = list(state_dict[self.CALLBACK_STATES])
-        position = 0
-        for callback in self.callback_list:
-            if position < len(saved_types) and saved_types[position] == _class_name(type(callback)):
-                callback.load_state_dict(saved_states[position])
-                position += 1
-            else:
-                warnings.warn(f"Callback classes did not match, expected: {saved_types}", stacklevel=2)
+        loaded, not_restored, position = set(), [], 0
+        for index, callback in enumerate(self.callback_list):
+            name = _class_name(type(callback))
+            match = next((saved for saved in range(position, len(saved_types)) if saved_types[saved] == name), None)
+            if match is None:
+                not_restored.append(index)
+                continue
+            callback.load_state_dict(saved_states[match])
+            loaded.add(match)
+            position = match + 1
+        if not_restored:
+            warnings.warn(self._mismatch_message(saved_types, loaded, not_restored), stacklevel=2)
         return self
+
+    def _mismatch_message(self, saved_types: list, loaded: set, not_restored: list) -> str:
+        saved = [name.rsplit(".", 1)[-1] for name in saved_types]
+        own = [type(callback).__name__ for callback in self.callback_list]
+
+        def listed(names: list, indices) -> str:
+            return ", ".join(f"#{index + 1} {names[index]}" for index in indices) or "none"
+
+        restored = [index for index in range(len(own)) if index not in not_restored]
+        return (
+            f"Callback classes did not match, expected: {saved}, got: {own}. Restored: {listed(own, restored)}. "
+            f"Not restored (no saved state of its class, in order): {listed(own, not_restored)}. Saved but not "
+            f"loaded: {listed(saved, [index for index in range(len(saved)) if index not in loaded])}. Give the "
+            "callbacks in the order they were saved in to restore them all"
+        )
 
     def __iter__(self) -> Iterator[Callback]:
         return iter(self.callback_list)

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.callbacks.evaluation import evaluated_data, logged_epoch
 from torchbearer.distributed import is_rank_zero
 from torchbearer.metric_values import to_python
 
@@ -41,6 +42,11 @@ class CSVLogger(Callback):
     One logger keeps one log: a later ``run`` (training on), ``evaluate`` or ``predict`` of the same trial adds
     to the file instead of truncating it. A trial resumed from a checkpoint cuts the file back to the rows it
     held when the checkpoint was taken and goes on from there, so the log reads as if the run never stopped.
+
+    An ``evaluate`` (or a ``predict`` on labelled data) adds a row at the epoch whose weights it measured, the
+    last trained one (-1 before any training), with the column ``evaluation`` naming the data set (``val``,
+    ``test`` or ``train``); that cell is empty on the rows of training epochs. A ``predict`` without
+    targets has no values, so it adds no row.
 
     Args:
         filename: Path of the CSV file; missing parent directories are created.
@@ -137,7 +143,11 @@ class CSVLogger(Callback):
             self._batch_row_due = False
 
     def on_end_epoch(self, state: dict) -> None:
-        self._write_row({"epoch": state[torchbearer.EPOCH], **state[torchbearer.METRICS]})
+        metrics, evaluated = state[torchbearer.METRICS], evaluated_data(state)
+        if evaluated is None:
+            self._write_row({"epoch": state[torchbearer.EPOCH], **metrics})
+        elif metrics:
+            self._write_row({"epoch": logged_epoch(state), **metrics, "evaluation": evaluated})
 
     def on_end(self, state: dict) -> None:
         if self._file is not None:

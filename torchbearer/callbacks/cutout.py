@@ -43,26 +43,31 @@ _CUTMIX_BIBTEX = """
 """
 
 
-def _span(size: int, extent: int, count: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Membership ``[B, n, extent]`` of each position in a span of ``size`` around a random centre.
+def _span(size: int, extent: int, count: tuple[int, int], device: torch.device, whole: bool) -> torch.Tensor:
+    """Membership ``[B, n, extent]`` of each position in a span of ``size`` at a random place.
 
-    The span is ``[c - size // 2, c - size // 2 + size)`` clipped to ``[0, extent)``.
+    The span is ``[c - size // 2, c - size // 2 + size)`` around a random centre ``c``, clipped to
+    ``[0, extent)``; with ``whole``, it starts at a random position that keeps all of it inside.
     """
-    centres = torch.randint(0, extent, count, device=device)
-    starts = (centres - size // 2).unsqueeze(-1)
+    if whole:
+        starts = torch.randint(0, extent - size + 1, count, device=device)
+    else:
+        starts = torch.randint(0, extent, count, device=device) - size // 2
+    starts = starts.unsqueeze(-1)
     positions = torch.arange(extent, device=device)
     return (positions >= starts) & (positions < starts + size)
 
 
-def hole_mask(images: torch.Tensor, n_holes: int, width: int, height: int) -> torch.Tensor:
+def hole_mask(images: torch.Tensor, n_holes: int, width: int, height: int, whole: bool = False) -> torch.Tensor:
     """Boolean mask, True inside holes, shaped ``[B, 1, ..., H, W]`` to broadcast against ``images``.
 
     Each image gets ``n_holes`` rectangles of ``width`` x ``height`` at random centres, clipped to
-    the image.
+    the image; with ``whole``, at random places where they fit whole (``width``, ``height`` at most
+    the image's).
     """
     batch, rows, cols = images.size(0), images.size(-2), images.size(-1)
-    in_rows = _span(int(height), rows, (batch, n_holes), images.device)
-    in_cols = _span(int(width), cols, (batch, n_holes), images.device)
+    in_rows = _span(int(height), rows, (batch, n_holes), images.device, whole)
+    in_cols = _span(int(width), cols, (batch, n_holes), images.device, whole)
     holes = (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2)).any(dim=1)
     return holes.view(batch, *([1] * (images.dim() - 3)), rows, cols)
 
@@ -144,14 +149,15 @@ class CutMix(TargetMixer):
     """CutMix: paste a random box from another image of the batch into each training image.
 
     Per batch, ``lam ~ Beta(alpha, alpha)`` sets the box to ``round(sqrt(1 - lam) * W)`` by
-    ``round(sqrt(1 - lam) * H)``; each image gets the box at its own random centre (clipped to the
-    image), filled from image ``permutation[i]``. The target weights are the areas actually kept and
-    pasted: ``lam_i = 1 - pasted_area_i / (H * W)``, one per sample.
+    ``round(sqrt(1 - lam) * H)``; each image gets the box at its own random place, wholly inside the
+    image, filled from image ``permutation[i]``. So every image keeps the same area, and the target
+    weight is that area ratio exactly: ``lam = 1 - box_area / (H * W)``, one number for the batch
+    (``MIXUP_LAMBDA``, a 0-d tensor, as in 0.5).
 
     Args:
         alpha: Concentration of the Beta distribution.
         classes: Number of classes, to one-hot class-index targets (not needed with ``mixup_loss``).
-        mixup_loss: If True, targets become ``(y, y[permutation])`` with ``MIXUP_LAMBDA`` (per sample)
+        mixup_loss: If True, targets become ``(y, y[permutation])`` with ``MIXUP_LAMBDA``
             and ``MIXUP_PERMUTATION`` set, for :meth:`Mixup.mixup_loss`; validation targets are left
             alone. Otherwise targets become soft one-hot mixes and validation targets one-hot floats.
 
@@ -166,11 +172,13 @@ class CutMix(TargetMixer):
     def on_sample(self, state: dict) -> None:
         """Paste boxes from the permuted batch and mix the targets by area."""
         images = state[torchbearer.X]
+        rows, cols = images.size(-2), images.size(-1)
         # The box size must be a Python int, so lam is drawn on the host: no device sync.
         side = math.sqrt(1.0 - draw_lambda(self.alpha))
-        width, height = round(side * images.size(-1)), round(side * images.size(-2))
-        holes = hole_mask(images, 1, width, height)
+        width, height = round(side * cols), round(side * rows)
+        holes = hole_mask(images, 1, width, height, whole=True)
         permutation = random_permutation(images)
         state[torchbearer.X] = torch.where(holes, images[permutation], images)
-        lam = 1.0 - holes.flatten(1).float().mean(dim=1)
+        # Whole boxes paste the same area into every image, so the area ratio is known on the host.
+        lam = torch.tensor(1.0 - (width * height) / (rows * cols))
         self.mix_targets(state, lam, permutation)

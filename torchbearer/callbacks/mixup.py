@@ -3,7 +3,9 @@
 A mixing regulariser blends each training sample with another sample of the same batch, chosen by
 a random permutation. The targets then become either a pair ``(y, y[permutation])`` with the mixing
 coefficient in ``state[MIXUP_LAMBDA]`` (read by :meth:`Mixup.mixup_loss` and :class:`MixupAcc`), or
-soft one-hot targets for a multi-label loss. CutMix, BCPlus and ManifoldMixup reuse the helpers here.
+soft one-hot targets for a multi-label loss. ``MIXUP_LAMBDA`` is a 0-d CPU tensor, as in 0.5: both
+``float(lam)`` and ``lam.item()`` read it, without waiting for the device. CutMix, BCPlus and
+ManifoldMixup reuse the helpers here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from torchbearer.metrics.decorators import mean, running_mean
 from torchbearer.metrics.default import __loss_map__
 
 Lambda = Union[float, torch.Tensor]
-"""A mixing coefficient: one number for the batch, or one per sample (a 1-D tensor)."""
+"""A mixing coefficient: one number for the batch (a float or a 0-d tensor), or one per sample (a 1-D
+tensor, which :meth:`Mixup.mixup_loss` and :class:`MixupAcc` also accept)."""
 
 _MIXUP_BIBTEX = """
 @inproceedings{zhang2018mixup,
@@ -79,10 +82,13 @@ def to_one_hot(targets: torch.Tensor, classes: int, owner: str) -> torch.Tensor:
 
 
 def record_mix(state: dict, lam: Lambda, permutation: torch.Tensor) -> None:
-    """Store the target pair and the mixing keys read by :meth:`Mixup.mixup_loss` and :class:`MixupAcc`."""
+    """Store the target pair and the mixing keys read by :meth:`Mixup.mixup_loss` and :class:`MixupAcc`.
+
+    A Python number becomes a 0-d tensor (on the CPU, where it was drawn: no device transfer).
+    """
     targets = state[torchbearer.Y_TRUE]
     state[torchbearer.Y_TRUE] = (targets, targets[permutation])
-    state[torchbearer.MIXUP_LAMBDA] = lam
+    state[torchbearer.MIXUP_LAMBDA] = lam if isinstance(lam, torch.Tensor) else torch.tensor(float(lam))
     state[torchbearer.MIXUP_PERMUTATION] = permutation
 
 
@@ -119,8 +125,8 @@ class Mixup(Callback):
     """Mixup: train on convex combinations of pairs of inputs and their targets.
 
     Each training batch becomes ``lam * x + (1 - lam) * x[permutation]`` and its targets the pair
-    ``(y, y[permutation])``; ``lam`` and the permutation are stored in ``MIXUP_LAMBDA`` and
-    ``MIXUP_PERMUTATION``. Use :meth:`Mixup.mixup_loss` as the criterion; ``'acc'`` then reports
+    ``(y, y[permutation])``; ``lam`` (a 0-d tensor) and the permutation are stored in ``MIXUP_LAMBDA``
+    and ``MIXUP_PERMUTATION``. Use :meth:`Mixup.mixup_loss` as the criterion; ``'acc'`` then reports
     :class:`MixupAcc` (``mixup_acc``). Validation batches are left alone.
 
     Args:

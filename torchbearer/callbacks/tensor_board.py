@@ -7,12 +7,18 @@ methods. (tensorboardX's own ``VisdomWriter`` is not used: with visdom 0.2.4 its
 value, since it sends 0-d arrays.)
 
 Writers are shared per directory: callbacks logging to one directory use one writer, closed when the last of
-them lets go (:func:`get_writer` / :func:`close_writer`). In a ``torch.distributed`` run only rank zero
-writes; the other ranks get a writer that discards everything.
+them lets go (:func:`get_writer` / :func:`close_writer`). A TensorBoard callback keeps its writer from one call
+of the trial to the next (``run``, ``evaluate``, another ``run``), flushing it at the end of each, so a trial
+writes one event file per directory; :meth:`AbstractTensorBoard.close` or the end of the Python process closes
+it. In a ``torch.distributed`` run only rank zero writes; the other ranks get a writer that discards everything.
+
+``evaluate`` and ``predict`` calls are logged at the epoch whose weights they measure
+(:func:`torchbearer.callbacks.evaluation.logged_epoch`), not at 0.
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import html
 import os
@@ -25,6 +31,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.callbacks.evaluation import logged_epoch
 from torchbearer.devices import unwrap_model
 from torchbearer.distributed import is_fsdp_model, is_rank_zero
 from torchbearer.metric_values import to_python
@@ -139,6 +146,9 @@ class VisdomWriter:
         image = img_tensor.detach().cpu().numpy() if isinstance(img_tensor, torch.Tensor) else img_tensor
         self.vis.image(image, opts={"title": tag})
 
+    def flush(self) -> None:
+        """Nothing to do: every value is sent to the server when it is added."""
+
     def close(self) -> None:
         """Stop using the client: forget the plot windows (the server keeps what was sent)."""
         self.vis.use_socket = False  # visdom's listening thread then ends instead of reconnecting
@@ -213,6 +223,14 @@ def close_writer(log_dir: str, logger: Any) -> None:
             if not shared.users:
                 del _writers[key]
                 shared.writer.close()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    """Close the writers still in use when Python exits (TensorBoard callbacks keep theirs between calls)."""
+    for shared in list(_writers.values()):
+        shared.writer.close()
+    _writers.clear()
 
 
 def _dummy_like(inputs: Any) -> Any:
@@ -298,13 +316,32 @@ class AbstractTensorBoard(Callback):
     def on_start(self, state: dict) -> None:
         # Joined from the root each time, so a second run logs to the same directory instead of a nested one.
         model_name = type(unwrap_model(state[torchbearer.MODEL])).__name__  # the same under DDP as in one process
-        self.log_dir = os.path.join(self.root_log_dir, f"{model_name}_{self.comment}")
+        log_dir = os.path.join(self.root_log_dir, f"{model_name}_{self.comment}")
+        if self.writer is not None and log_dir == self.log_dir:
+            return  # the writer of this trial's earlier calls: their events and these go to one file
+        self.close()
+        self.log_dir = log_dir
         self.writer = self.get_writer(visdom=self.visdom, visdom_params=self.visdom_params)
 
     def on_end(self, state: dict) -> None:
+        """Write out what this call logged; a TensorBoard writer stays open for the trial's next call."""
         self._close_batch_writer()
-        self.close_writer()
-        self.writer = None
+        if self.visdom:
+            self.close()
+        elif self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        """Release this callback's writers (the last user of a writer closes it).
+
+        TensorBoard writers stay open between the calls of a trial so that it writes one event file; call
+        this when done with the callback to close the file before Python exits (which also closes it). A
+        later call of the trial then opens a new event file.
+        """
+        self._close_batch_writer()
+        if self.writer is not None:
+            self.close_writer()
+            self.writer = None
 
     def _open_batch_writer(self, log_dir: str, visdom_params: VisdomParams | None) -> None:
         """Make ``batch_writer`` the writer for ``log_dir`` (kept if it already is)."""
@@ -329,7 +366,8 @@ class AbstractTensorBoard(Callback):
 class TensorBoard(AbstractTensorBoard):
     """Log the model graph and the metrics (per epoch, optionally per batch) to TensorBoard or visdom.
 
-    Epoch metrics are scalars ``epoch/<name>`` at step ``EPOCH``. Batch metrics go to a writer per epoch in
+    Epoch metrics are scalars ``epoch/<name>`` at step ``EPOCH`` (an ``evaluate`` at the last trained epoch,
+    see :func:`~torchbearer.callbacks.evaluation.logged_epoch`). Batch metrics go to a writer per epoch in
     ``<log dir>/epoch-<EPOCH>`` as ``batch/<name>`` at step ``BATCH``, every ``batch_step_size`` training and
     validation steps (reading them moves them to the host: one sync per logged step). In visdom mode the plots
     are titled ``epoch-<name>`` and ``batch-<name>``, with batch steps counted across epochs.
@@ -391,7 +429,7 @@ class TensorBoard(AbstractTensorBoard):
 
     def on_start_epoch(self, state: dict) -> None:
         if self.write_batch_metrics:
-            name = "epoch" if self.visdom else f"epoch-{state[torchbearer.EPOCH]}"
+            name = "epoch" if self.visdom else f"epoch-{logged_epoch(state)}"
             self._open_batch_writer(os.path.join(self.log_dir, name), self.visdom_params)
 
     def on_step_training(self, state: dict) -> None:
@@ -412,8 +450,9 @@ class TensorBoard(AbstractTensorBoard):
 
     def on_end_epoch(self, state: dict) -> None:
         if self.write_epoch_metrics:
+            epoch = logged_epoch(state)
             for name, value in state[torchbearer.METRICS].items():
-                self._add_scalar(self.writer, "epoch", name, value, state[torchbearer.EPOCH])
+                self._add_scalar(self.writer, "epoch", name, value, epoch)
         self._end_epoch_batch_writer()
 
     def _add_scalar(self, writer: Any, group: str, name: str, value: Any, step: int) -> None:
@@ -520,7 +559,7 @@ class TensorBoardText(AbstractTensorBoard):
             if self.visdom:
                 self._open_batch_writer(os.path.join(self.log_dir, "batch"), self._batch_visdom_params())
             else:
-                self._open_batch_writer(os.path.join(self.log_dir, f"epoch-{state[torchbearer.EPOCH]}"), None)
+                self._open_batch_writer(os.path.join(self.log_dir, f"epoch-{logged_epoch(state)}"), None)
 
     def _batch_visdom_params(self) -> VisdomParams:
         """The visdom params of batch text: those of this callback with the env ``<ENV>-batch``."""
@@ -543,7 +582,7 @@ class TensorBoardText(AbstractTensorBoard):
 
     def on_end_epoch(self, state: dict) -> None:
         if self.write_epoch_metrics:
-            epoch = state[torchbearer.EPOCH]
+            epoch = logged_epoch(state)
             if self.visdom:
                 self.writer.add_text("epoch", f"<h4>Epoch {epoch}</h4>" + self._metrics_table(state), 1)
             else:
@@ -646,7 +685,7 @@ class TensorBoardImages(AbstractTensorBoard):
 
     def _write(self, state: dict) -> None:
         grid = _make_grid()(torch.cat(self._images), **self.grid_args)
-        epoch = state[torchbearer.EPOCH]
+        epoch = logged_epoch(state)
         self.writer.add_image(f"{self.name}{epoch}" if self.visdom else self.name, grid, epoch)
         self._images, self._collected = [], 0
         self._done = True

@@ -13,6 +13,7 @@ shape.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Optional, Union
 
@@ -120,6 +121,24 @@ def _stacked(values: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     return as_weighted(torch.stack(list(values)))
 
 
+_TENSOR_KIND = operator.attrgetter("shape", "device")
+_MASKED_KIND = operator.attrgetter("values.shape", "mask.shape", "values.device")
+
+
+def _one_kind(values: Sequence[Any]) -> bool:
+    """Whether the values are all tensors, or all :class:`Masked` tensors, of one shape on one device: then
+    they stack as they are. Checked with ``map`` and ``set``, at C speed: this runs for every group."""
+    kinds = set(map(type, values))
+    if kinds == {torch.Tensor}:
+        return len(set(map(_TENSOR_KIND, values))) == 1
+    if kinds == {Masked}:
+        try:
+            return len(set(map(_MASKED_KIND, values))) == 1
+        except AttributeError:  # parts that are not tensors
+            return False
+    return False
+
+
 def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim) -> tuple[Any, Count]:
     """The sum and entry count of a group of per-batch values, in a few device operations for the group.
 
@@ -144,16 +163,11 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
                 part, weights = as_weighted(value)
                 total, count = total + reduce_sum(part, dim), count + reduce_count(part, weights, dim)
         return total, count
-    groups: dict[tuple, list] = {}  # values that stack together, by shape and (for single numbers) weight
-    for value, size in zip(values, samples):
-        if value is None:
-            continue
-        if type(value) is torch.Tensor:  # the usual case, checked inline: this runs for every batch
-            key = (None, value.shape, value.device, (size or 1) if value.numel() == 1 else 1)
-        else:
-            value = _as_value(value)
-            key = (*_shape_of(value), (size or 1) if _is_scalar(value) else 1)
-        groups.setdefault(key, []).append(value)
+    if _one_kind(values) and len(set(samples)) == 1:  # the usual group: one stack
+        weight = (samples[0] or 1) if _is_scalar(values[0]) else 1
+        groups = {(weight,): list(values)}
+    else:
+        groups = _groups(values, samples)
     for key, members in groups.items():
         weight = key[-1]
         stacked, keep = _stacked(members)
@@ -163,6 +177,21 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
             group_total, group_count = group_total * weight, group_count * weight
         total, count = total + group_total, count + group_count
     return total, count
+
+
+def _groups(values: Sequence[Any], samples: Sequence[int | None]) -> dict[tuple, list]:
+    """Values that stack together, by shape and (for single numbers) the weight of their batch."""
+    groups: dict[tuple, list] = {}
+    for value, size in zip(values, samples):
+        if value is None:
+            continue
+        if type(value) is torch.Tensor:  # the usual case, checked inline: this runs for every batch
+            key = (None, value.shape, value.device, (size or 1) if value.numel() == 1 else 1)
+        else:
+            value = _as_value(value)
+            key = (*_shape_of(value), (size or 1) if _is_scalar(value) else 1)
+        groups.setdefault(key, []).append(value)
+    return groups
 
 
 def batch_means(values: Sequence[Any], dim: Dim) -> list[torch.Tensor]:
@@ -176,6 +205,8 @@ def batch_means(values: Sequence[Any], dim: Dim) -> list[torch.Tensor]:
         Blocks of rows, one block per run of consecutive same-shaped batches (reduced together in a
         few device operations), in order: ``block[i, 0]`` is a batch's mean and ``block[i, 1]`` its weight.
     """
+    if _one_kind(values):  # the usual group: one stack
+        return [_run_means(values, dim)]
     runs: list[list] = []
     last_shape = None
     for value in values:

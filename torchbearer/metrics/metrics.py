@@ -1,4 +1,5 @@
-"""Metric containers (:class:`MetricList`, :class:`MetricTree`), :class:`AdvancedMetric` and the default registry.
+"""Metric containers (:class:`MetricList`; :class:`MetricTree` lives in ``tree.py``), :class:`AdvancedMetric` and
+the default registry.
 
 The registry maps the strings users write in ``Trial(metrics=['acc', 'loss'])`` to metrics. It is
 filled when :mod:`torchbearer.metrics` is imported (the built-ins register themselves with
@@ -7,11 +8,9 @@ filled when :mod:`torchbearer.metrics` is imported (the built-ins register thems
 
 from __future__ import annotations
 
-import collections
 import difflib
 import warnings
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -20,7 +19,12 @@ from torchbearer.bases import Metric
 from torchbearer.calling import describe
 from torchbearer.errors import ConfigurationTypeError, MetricError, TorchbearerWarning, UnknownMetricError
 from torchbearer.metric_values import LazyValues
-from torchbearer.state import Y_PRED, Y_TRUE, StateKey, X
+from torchbearer.metrics.tree import PENDING_BATCHES, MetricTree, _check_output, _merge_into, _merged, feed_group
+from torchbearer.state import Y_PRED, Y_TRUE
+
+__all__ = [
+    "PENDING_BATCHES", "AdvancedMetric", "MetricList", "MetricTree", "add_default", "feed_group", "get_default"
+]  # fmt: skip
 
 _DEFAULTS: dict[str, tuple[Any, tuple, dict]] = {}
 
@@ -56,38 +60,6 @@ def get_default(key: str) -> Metric:
         raise UnknownMetricError(_unknown_key_message(key))
     metric, args, kwargs = _DEFAULTS[key]
     return metric(*args, **kwargs) if isinstance(metric, type) else metric
-
-
-def _merge_into(merged: dict, metric: Metric, output: Any, method: str) -> None:
-    """Add one metric's output to ``merged`` (later names win); a ``None`` output adds nothing.
-
-    Raises:
-        TypeError: the output is neither a dict nor ``None``.
-    """
-    if output is not None:
-        _check_output(metric, output, method)
-        merged.update(output)
-
-
-def _merged(outputs: list[dict]) -> dict:
-    merged: dict = {}
-    for output in outputs:
-        merged.update(output)
-    return merged
-
-
-def _check_output(metric: Metric, output: Any, method: str) -> None:
-    """Raise unless ``output`` is a dict of values.
-
-    Raises:
-        TypeError: the output is not a dict.
-    """
-    if not isinstance(output, dict):
-        raise TypeError(
-            f"metric {metric.name!r} returned a {type(output).__name__} from {method}; a top-level metric "
-            "must return a {name: value} dict or None. Wrap it with torchbearer.metrics.to_dict or an "
-            "aggregator such as torchbearer.metrics.mean"
-        )
 
 
 def _check_is_a_list(metric_list: Any) -> None:
@@ -306,215 +278,6 @@ def _name_matches(metric: Metric, saved_name: str) -> bool:
     if getattr(metric, "resolved", True) is False:  # a DefaultAccuracy that has not chosen yet
         return True
     return str(metric) == saved_name
-
-
-PENDING_BATCHES = 64
-"""The most batches whose root values a :class:`MetricTree` holds before its children take them, when nothing
-reads the tree's values sooner: it bounds the memory held (a few values per batch) and groups the work."""
-
-
-def feed_group(metric: Metric, values: Sequence[Any], samples: Sequence[int | None]) -> Any:
-    """Give ``metric`` the values of consecutive batches and return its output for the last one.
-
-    A metric with ``process_group(values, samples)`` takes them at once (the built-in aggregators do,
-    in a few device operations for the whole group); any other gets ``process(value)`` for each.
-
-    Args:
-        metric: A child of a :class:`MetricTree`.
-        values: The root's value for each batch, oldest first.
-        samples: The number of samples in each batch (``None`` where unknown).
-    """
-    process_group = getattr(metric, "process_group", None)
-    if process_group is not None:
-        return process_group(values, samples)
-    output = None
-    for value in values:
-        output = metric.process(value)
-    return output
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, (list, tuple)):
-        return next((item for item in value if isinstance(item, torch.Tensor)), None)
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def _samples_in(args: tuple, value: Any) -> int | None:
-    """How many samples a single-number value (a loss) stands for: the batch size of the state's
-    targets, else of its inputs; ``None`` for other values or when there is no state."""
-    if type(value) is torch.Tensor:
-        if value.numel() != 1:
-            return None
-    elif not isinstance(value, (int, float)):
-        return None
-    state = args[0] if args else None
-    for key in (Y_TRUE, X):
-        try:
-            tensor = _first_tensor(state[key])
-        except (KeyError, TypeError, IndexError):  # not in the state, or not a state
-            continue
-        if tensor is not None and tensor.dim() > 0:
-            return tensor.shape[0]
-    return None
-
-
-class MetricTree(Metric):
-    """A root metric whose output feeds child metrics (aggregators); the children's outputs are the result.
-
-    If the root returns a dict, its first value is passed on. The root's own value is not part of
-    the output.
-
-    The root runs on every batch; the children take its values when something reads the tree's
-    output (the dict :meth:`process` returns computes itself when read), or once
-    :data:`PENDING_BATCHES` values wait, or at the end of the pass. A reader always sees the
-    values of its own batch, also when it keeps a batch's dict to read after later batches. A
-    single-number value (a loss) is handed over with the number of samples of its batch, so that
-    :class:`~torchbearer.metrics.Mean` weighs every sample once.
-
-    Args:
-        metric: The root metric; the tree takes its name.
-
-    Example:
-        >>> tree = MetricTree(torchbearer.LOSS)  # doctest: +SKIP
-        >>> tree.add_child(ToDict(Mean('loss')))  # doctest: +SKIP
-    """
-
-    def __init__(self, metric: Metric) -> None:
-        super().__init__(metric.name)
-        self.root = metric
-        self.children: list[Metric] = []
-        self._copies = isinstance(metric, StateKey)  # its values are the state's own tensors
-        self._new_pass()
-
-    def _new_pass(self) -> None:
-        self._pending: list = []  # root values the children have not taken yet, oldest first
-        self._samples: list = []  # the number of samples of each pending batch
-        self._versions: list = []  # each pending tensor value's version counter, to notice in-place changes
-        self._unread: collections.deque = collections.deque()  # (batch, weak reference to its values) not read
-        self._batches = 0  # batches processed since the last reset
-        self._taken = 0  # batches whose values the children have taken
-        self._outputs: dict = {}  # the children's outputs for the last batch they took
-
-    def add_child(self, child: Metric) -> None:
-        """Append a metric that receives the root's output."""
-        self._catch_up(self._batches)
-        self.children.append(child)
-
-    @staticmethod
-    def _unwrap(value: Any) -> Any:
-        return next(iter(value.values())) if isinstance(value, dict) else value
-
-    def process(self, *args: Any) -> dict:
-        if len(self._pending) >= PENDING_BATCHES:
-            self._catch_up(self._batches)
-        value = self.root.process(*args)
-        if isinstance(value, dict):
-            value = next(iter(value.values()))
-        if type(value) is torch.Tensor:
-            if self._copies:
-                value = value.clone()  # the state's own tensor, which later batches may change in place
-            self._versions.append(value._version)
-        else:
-            self._versions.append(None)
-        self._pending.append(value)
-        self._samples.append(_samples_in(args, value))
-        self._batches += 1
-        batch = self._batches
-        values = LazyValues(lambda: self._values_at(batch))
-        self._unread.append((batch, weakref.ref(values)))
-        return values
-
-    def _values_at(self, batch: int) -> dict:
-        self._catch_up(batch)
-        return dict(self._outputs)
-
-    def _catch_up(self, batch: int) -> None:
-        """Hand the children the values up to ``batch``; the values of an earlier batch that someone still
-        holds unread are computed on the way, so that they stay those of their batch."""
-        while self._unread and self._unread[0][0] <= batch:
-            held_batch, reference = self._unread.popleft()
-            held = reference()
-            if held is not None and not held.filled:
-                self._hand_over(held_batch)
-                held.fill(dict(self._outputs))
-        self._hand_over(batch)
-
-    def _hand_over(self, batch: int) -> None:
-        count = batch - self._taken
-        if count <= 0:
-            return
-        values, samples, versions = self._pending[:count], self._samples[:count], self._versions[:count]
-        del self._pending[:count], self._samples[:count], self._versions[:count]
-        self._taken = batch
-        _check_unchanged(self, values, versions)
-        outputs: dict = {}
-        for child in self.children:
-            _merge_into(outputs, child, feed_group(child, values, samples), "process")
-        self._outputs = outputs
-
-    def process_final(self, *args: Any) -> dict:
-        self._catch_up(self._batches)
-        value = self._unwrap(self.root.process_final(*args))
-        merged: dict = {}
-        for child in self.children:
-            _merge_into(merged, child, child.process_final(value), "process_final")
-        return merged
-
-    def train(self) -> None:
-        self._catch_up(self._batches)
-        self.root.train()
-        for child in self.children:
-            child.train()
-
-    def eval(self, data_key: Any = None) -> None:
-        self._catch_up(self._batches)
-        self.root.eval(data_key=data_key)
-        for child in self.children:
-            child.eval(data_key=data_key)
-
-    def reset(self, state: Any) -> None:
-        self._catch_up(self._batches)
-        self._new_pass()
-        self.root.reset(state)
-        for child in self.children:
-            child.reset(state)
-
-    def state_dict(self) -> dict:
-        """The root's state and each child's, by position: ``{'root': ..., 'children': [...]}``."""
-        self._catch_up(self._batches)
-        return {"root": self.root.state_dict(), "children": [child.state_dict() for child in self.children]}
-
-    def load_state_dict(self, state_dict: dict) -> MetricTree:
-        """Give the root and each child the state saved for it.
-
-        Raises:
-            ValueError: If the number of saved children differs from this tree's.
-        """
-        children_states = state_dict["children"]
-        if len(children_states) != len(self.children):
-            names = [str(child) for child in self.children]
-            raise ValueError(
-                f"metric state for the tree {self.name!r} has {len(children_states)} children, but this tree has "
-                f"{len(self.children)} ({names}); build the metric with the same statistics to resume it"
-            )
-        self._catch_up(self._batches)
-        self._outputs = {}
-        self.root.load_state_dict(state_dict["root"])
-        for child, child_state in zip(self.children, children_states):
-            child.load_state_dict(child_state)
-        return self
-
-
-def _check_unchanged(tree: MetricTree, values: list, versions: list) -> None:
-    """Raise if a held root value was changed in place after its batch, before the children took it."""
-    for value, version in zip(values, versions):
-        if version is not None and value._version != version:
-            raise MetricError(
-                f"the value of the metric {tree.name!r} for an earlier batch (a tensor of shape {tuple(value.shape)}) "
-                "was changed in place before its statistics were computed: the statistics take a few batches "
-                "together. Return a new tensor from the metric's process (e.g. value.clone()) instead of one "
-                "that later batches overwrite"
-            )
 
 
 class AdvancedMetric(Metric):

@@ -57,8 +57,9 @@ class CategoricalAccuracy(Metric):
 
     def process(self, *args: Any) -> Masked:
         state = args[0]
-        y_pred = state[self.pred_key]
-        y_true = _class_indices(y_pred, state[self.target_key])
+        y_pred, y_true = state[self.pred_key], state[self.target_key]
+        if y_true.dim() == y_pred.dim():  # one-hot or soft targets: as class indices
+            y_true = y_true.argmax(1)
         correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
         return Masked(correct, y_true != self.ignore_index)
 

@@ -281,3 +281,57 @@ def test_missing_torchvision_names_the_extra(monkeypatch):
         FromState(torchbearer.X).make_grid()
     with pytest.raises(ImportError, match=r"pip install torchbearer\[imaging\]"):
         MakeGrid()
+
+
+def test_the_default_transform_is_an_identity_function_as_in_0_5():
+    image = _images(1)[0]
+
+    assert FromState(torchbearer.X).transform(image) is image
+    assert MakeGrid().transform(image) is image
+
+
+class _CountsItsOwnSteps(FromState):
+    """A subclass with its own step hooks, as 0.5 users wrote them: its images must still be made."""
+
+    def __init__(self):
+        super().__init__(torchbearer.X)
+        self.own_steps = []
+
+    def on_step_training(self, state):
+        self.own_steps.append("train")
+
+    def on_step_validation(self, state):
+        self.own_steps.append(str(state[torchbearer.DATA]))
+
+
+def test_a_subclass_with_its_own_step_hooks_still_makes_its_images_in_a_trial():
+    made = []
+    callback = _CountsItsOwnSteps().on_train().on_val().on_test()
+    callback.with_handler(lambda image, index, state: made.append((str(state[torchbearer.DATA]), index)))
+    trial = _trial([callback], images=_images(4))
+    trial.with_test_data(_images(4), batch_size=4, num_workers=0)
+
+    trial.run(1)
+    trial.predict()
+
+    train, val, test = str(torchbearer.TRAIN_DATA), str(torchbearer.VALIDATION_DATA), str(torchbearer.TEST_DATA)
+    assert callback.own_steps == ["train", val, test]  # its own hooks ran, once per step
+    assert made == [(data, index) for data in (train, val, test) for index in range(4)]  # and so did the images
+
+
+def test_to_tensorboard_logs_an_evaluation_at_the_last_trained_epoch_in_the_same_event_file(tmp_path):
+    pytest.importorskip("torchvision")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from torchbearer.callbacks import tensor_board
+
+    callback = MakeGrid(torchbearer.X, num_images=4, nrow=2).on_val()
+    callback.to_tensorboard(name="grid", log_dir=str(tmp_path), comment="run")
+    trial = _trial([callback])
+    trial.run(2)
+    trial.evaluate()
+    tensor_board.close_writer(str(tmp_path / "run"), callback)
+
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    events = event_accumulator.EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [image.step for image in events.Images("grid")] == [0, 1, 1]

@@ -140,3 +140,12 @@ def test_in_a_trial_it_makes_one_image_per_validation_pass(classification_data):
 
     assert len(history) == 2
     assert len(images) == 2 and all(image.shape == INPUT_SIZE for image in images)
+
+
+def test_an_int_input_size_is_a_vector_input_as_in_0_5():
+    cam = ClassAppearanceModel(4, 10, steps=2, target=1)
+
+    image = cam.on_batch(_state(torch.nn.Linear(10, 4)))
+
+    assert cam.input_size == (10,)
+    assert image.shape == (10,) and image.min() > 0 and image.max() < 1

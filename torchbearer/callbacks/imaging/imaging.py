@@ -17,6 +17,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
+from torchbearer.callbacks.evaluation import logged_epoch
 from torchbearer.distributed import is_rank_zero
 
 ImageHandler = Callable[[torch.Tensor, int, dict], None]
@@ -70,6 +71,11 @@ class _FormatFields:
                 f"'{name}' in the file name or title is neither 'index', a metric ({sorted(map(str, metrics))}) "
                 "nor a state key"
             ) from None
+
+
+def identity(image: torch.Tensor) -> torch.Tensor:
+    """Return ``image`` unchanged: the default ``transform`` of every imaging callback (as in 0.5)."""
+    return image
 
 
 def _format(pattern: str, state: dict, index: int) -> str:
@@ -146,8 +152,13 @@ class ImagingCallback(Callback):
     :meth:`make_grid`, and choose where images go with :meth:`with_handler` and the ``to_*``
     methods. Every configuration method returns ``self``.
 
+    As in 0.5, ``on_train`` / ``on_val`` / ``on_test`` wrap the callback's own ``on_step_training`` /
+    ``on_step_validation``: a subclass may define those hooks for its own work, and its images are
+    still made, right after its hook returns.
+
     Args:
-        transform: Applied to each produced image (or batch) before the handlers see it.
+        transform: Applied to each produced image (or batch) before the handlers see it; the default,
+            :func:`identity`, returns it unchanged.
 
     Example:
         >>> class Inputs(ImagingCallback):
@@ -157,10 +168,9 @@ class ImagingCallback(Callback):
     """
 
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        self.transform = transform
+        self.transform = identity if transform is None else transform
         self._handlers: list[tuple[ImageHandler, Index]] = []
         self._steps: list[Callable[[torch.Tensor, dict], torch.Tensor | None]] = []
-        self._on_training = False
         self._eval_data: set[str] = set()
         self._writers: dict[tuple[str, bool], Any] = {}
 
@@ -179,9 +189,7 @@ class ImagingCallback(Callback):
             image = step(image.detach(), state)
         if image is None:
             return
-        image = image.detach()
-        if self.transform is not None:
-            image = self.transform(image)
+        image = self.transform(image.detach())
         if image.dim() == 3:
             image = image.unsqueeze(0)
         for handler, index in self._handlers:
@@ -191,37 +199,52 @@ class ImagingCallback(Callback):
     # When it runs ------------------------------------------------------------------------------
 
     def on_train(self) -> ImagingCallback:
-        """Run after every training step."""
-        self._on_training = True
+        """Run after every training step (after the callback's own ``on_step_training``, if it has one)."""
+        if "on_step_training" not in vars(self):
+            own_hook = self.on_step_training
+
+            def step_then_process(state: dict) -> None:
+                own_hook(state)
+                self.process(state)
+
+            self.on_step_training = step_then_process
         return self
 
     def on_val(self) -> ImagingCallback:
-        """Run after every validation step."""
-        self._eval_data.add(str(torchbearer.VALIDATION_DATA))
-        return self
+        """Run after every validation step (after the callback's own ``on_step_validation``, if any)."""
+        return self._on_evaluation(torchbearer.VALIDATION_DATA)
 
     def on_test(self) -> ImagingCallback:
         """Run after every test step (``evaluate(data_key=TEST_DATA)`` and ``predict``)."""
-        self._eval_data.add(str(torchbearer.TEST_DATA))
+        return self._on_evaluation(torchbearer.TEST_DATA)
+
+    def _on_evaluation(self, data_key: Any) -> ImagingCallback:
+        """Process the steps of ``data_key``'s passes; the first call wraps ``on_step_validation``."""
+        if not self._eval_data:
+            own_hook = self.on_step_validation
+
+            def step_then_process(state: dict) -> None:
+                own_hook(state)
+                if str(state[torchbearer.DATA]) in self._eval_data:
+                    self.process(state)
+
+            self.on_step_validation = step_then_process
+        self._eval_data.add(str(data_key))
         return self
 
-    def on_step_training(self, state: dict) -> None:
-        if self._on_training:
-            self.process(state)
-
-    def on_step_validation(self, state: dict) -> None:
-        if str(state[torchbearer.DATA]) in self._eval_data:
-            self.process(state)
-
     def on_end(self, state: dict) -> None:
-        """Release the TensorBoard / visdom writers this callback opened."""
+        """Flush the TensorBoard writers this callback opened (kept for the trial's next call, so one event
+        file holds all its images) and release its visdom writers."""
         if not self._writers:
             return
         from torchbearer.callbacks.tensor_board import close_writer
 
-        for log_dir in {log_dir for log_dir, _visdom in self._writers}:
-            close_writer(log_dir, self)
-        self._writers = {}
+        for (log_dir, visdom), writer in list(self._writers.items()):
+            if visdom:
+                close_writer(log_dir, self)
+                del self._writers[(log_dir, visdom)]
+            else:
+                writer.flush()
 
     # Shaping the output -------------------------------------------------------------------------
 
@@ -342,6 +365,10 @@ class ImagingCallback(Callback):
     ) -> ImagingCallback:
         """Log images to TensorBoard at ``log_dir/comment``, with the epoch as the step.
 
+        Images of an ``evaluate`` call are logged at the last trained epoch (see
+        :func:`~torchbearer.callbacks.evaluation.logged_epoch`). The writer stays open between the trial's
+        calls, so one event file holds every image; Python's exit closes it.
+
         Args:
             name: Image tag, formatted with ``index`` (``'Image {index}'``).
             log_dir: Parent folder of the logs.
@@ -352,7 +379,7 @@ class ImagingCallback(Callback):
 
         def handler(image: torch.Tensor, position: int, state: dict) -> None:
             writer = self._writer(directory, False, None)
-            writer.add_image(name.format(index=position), image.clamp(0, 1), state[torchbearer.EPOCH])
+            writer.add_image(name.format(index=position), image.clamp(0, 1), logged_epoch(state))
 
         return self.with_handler(handler, index)
 

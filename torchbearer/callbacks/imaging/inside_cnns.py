@@ -64,7 +64,8 @@ class ClassAppearanceModel(ImagingCallback):
 
     Args:
         nclasses: Number of classes the model predicts.
-        input_size: Shape of one input image, e.g. ``(3, 32, 32)``.
+        input_size: Shape of one input image, e.g. ``(3, 32, 32)``; an int ``n`` (as 0.5 accepted) is the
+            shape ``(n,)``, an input of ``n`` features.
         optimizer_factory: Builds the optimizer from the image parameter.
         steps: Optimisation steps per image.
         logit_key: State key of the logits in the inner trial (default: the model's output).
@@ -82,7 +83,7 @@ class ClassAppearanceModel(ImagingCallback):
     def __init__(
         self,
         nclasses: int,
-        input_size: Sequence[int],
+        input_size: Sequence[int] | int,
         optimizer_factory: Callable[[Any], optim.Optimizer] = _default_optimizer,
         steps: int = 256,
         logit_key: str = torchbearer.PREDICTION,
@@ -94,7 +95,7 @@ class ClassAppearanceModel(ImagingCallback):
     ) -> None:
         super().__init__(transform=transform)
         self.nclasses = nclasses
-        self.input_size = tuple(input_size)
+        self.input_size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
         self.optimizer_factory = optimizer_factory
         self.steps = steps
         self.logit_key = logit_key
