@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import distributed as dist
 
+from torchbearer.distributed.elastic import round_store
 from torchbearer.distributed.settings import DistributedSettings, settings_of
 from torchbearer.state import STOP_TRAINING
 
@@ -66,14 +67,22 @@ def wanted_world_size(settings: DistributedSettings) -> int:
 def init_process_group(settings: DistributedSettings, device_type: str) -> None:
     """Start the default process group (unless one is running) with the settings' backend and timeout.
 
-    It is destroyed when the interpreter exits.
+    Under ``torchrun`` the group's keys go under a prefix that is new for every restart of the workers
+    (:func:`torchbearer.distributed.elastic.round_store`), so a restarted group never reads the addresses
+    of the workers it replaces. It is destroyed when the interpreter exits.
     """
     if is_initialized():
         return
     if device_type == "cuda":
         torch.cuda.set_device(rank_cuda_device())
     backend = settings.backend or ("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=settings.timeout))
+    timeout = datetime.timedelta(seconds=settings.timeout)
+    fresh = round_store(settings.timeout)  # under torchrun: keys no earlier (dead) group of the job wrote
+    if fresh is None:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        store, rank, world_size = fresh
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     atexit.register(_destroy_process_group)
 
 
