@@ -55,7 +55,13 @@ from torchbearer.distributed.process_group import (
     stop_agreement,
 )
 from torchbearer.distributed.reduction import CrossRank, cross_rank, gather_predictions
-from torchbearer.distributed.samplers import EpochDistributedSampler, EvaluationSampler, EvenBatchSampler, shard_loader
+from torchbearer.distributed.samplers import (
+    EpochOrder,
+    EvaluationSampler,
+    EvenBatchSampler,
+    InterleavedSampler,
+    shard_loader,
+)
 from torchbearer.distributed.settings import (
     DEFAULT_TIMEOUT,
     DISTRIBUTED,
@@ -76,9 +82,10 @@ __all__ = [
     "TRIAL_FILE",
     "CrossRank",
     "DistributedSettings",
-    "EpochDistributedSampler",
+    "EpochOrder",
     "EvaluationSampler",
     "EvenBatchSampler",
+    "InterleavedSampler",
     "agree_to_stop",
     "barrier",
     "configure",
