@@ -19,7 +19,7 @@ import torch
 from torch import distributed as dist
 
 from torchbearer.distributed.elastic import round_store
-from torchbearer.distributed.settings import DistributedSettings, settings_of
+from torchbearer.distributed.settings import PREEMPTION, DistributedSettings, settings_of
 from torchbearer.state import STOP_TRAINING
 
 
@@ -105,28 +105,45 @@ def rank_cuda_device() -> torch.device:
 
 
 def stop_agreement(state: Mapping) -> Callable[[dict], bool] | None:
-    """For a distributed Trial, a check that stops every rank's training pass when any rank sets ``STOP_TRAINING``.
+    """For a distributed or preemptible Trial, the check after every training batch whether to stop.
 
-    A rank leaving the training loop alone would leave the others waiting in their next gradient
-    all-reduce until the timeout. The check all-reduces the flag, a CPU value on the CPU group, so it
-    never waits for the device. ``None`` in a single process, where the loop reads the flag itself.
+    Under torchrun it stops every rank's training pass when any rank sets ``STOP_TRAINING``: a rank leaving
+    the training loop alone would leave the others waiting in their next gradient all-reduce until the
+    timeout. The flags are all-reduced as CPU values on the CPU group, so the check never waits for the
+    device. With ``Trial.with_preemption`` the same all-reduce carries whether any rank received SIGTERM;
+    then every rank writes the preemption checkpoint at this step and raises ``Preempted``
+    (:mod:`torchbearer.distributed.preemption`). ``None`` for a single process without preemption, where
+    the loop reads the flag itself.
     """
     settings = settings_of(state)
-    if settings is None or not settings.active:
+    distributed = settings is not None and settings.active
+    preemption = state.get(PREEMPTION) if hasattr(state, "get") else None
+    if preemption is not None and not preemption.armed:
+        preemption = None
+    if not distributed and preemption is None:
         return None
-    return functools.partial(_agree_to_stop, group=settings.cpu_group)
+    group = settings.cpu_group if distributed else None
+    return functools.partial(_agree_to_stop, group=group, distributed=distributed, preemption=preemption)
 
 
 def agree_to_stop(state: dict) -> bool:
-    """Whether any rank set ``STOP_TRAINING`` (each rank's flag is then set); one process reads its own flag."""
+    """Whether any rank set ``STOP_TRAINING`` (each rank's flag is then set); one process reads its own flag.
+
+    A preemption signal received by any rank is acted on here (see :func:`stop_agreement`).
+    """
     agreement = stop_agreement(state)
     return bool(state[STOP_TRAINING]) if agreement is None else agreement(state)
 
 
-def _agree_to_stop(state: dict, group: Any) -> bool:
-    flag = torch.tensor([1 if state[STOP_TRAINING] else 0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-    state[STOP_TRAINING] = bool(flag.item())
+def _agree_to_stop(state: dict, group: Any, distributed: bool, preemption: Any) -> bool:
+    received = preemption is not None and preemption.received is not None
+    flags = torch.tensor([1 if state[STOP_TRAINING] else 0, 1 if received else 0])
+    if distributed:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group)
+    stop, preempted = flags.tolist()
+    state[STOP_TRAINING] = bool(stop)
+    if preempted and preemption is not None:
+        preemption.act_if_resumable(state)  # writes the checkpoint and raises Preempted where it resumes exactly
     return state[STOP_TRAINING]
 
 
