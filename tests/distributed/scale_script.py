@@ -13,6 +13,8 @@
      model on 1) and trains the third epoch (``OUT/continued<world>.pt``).
    * ``--crash-during-save``: then starts a background save into the folder whose writes take a minute,
      and every rank SIGKILLs itself while it is in flight.
+
+``--device cuda`` runs both on one GPU per process (``benchmarks/cuda_checks.sh``, with two or more GPUs).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from torchbearer.distributed import get_rank, get_world_size, is_rank_zero, load
 
 TRAIN_SIZE, GLOBAL_BATCH = 36, 12
 WRITE_DELAY = [0.0]  # seconds each checkpoint write sleeps first
+DEVICE = ["cpu"]
 TIMELINE: list = []  # (what, seconds) on this rank
 
 
@@ -70,6 +73,7 @@ class TimedMostRecent(MostRecent):
 def sharded_trial(callbacks: list[Callback]) -> Trial:
     model, optimizer = trial_script.model_and_optimizer()
     trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=["acc", "loss"], callbacks=callbacks, verbose=0)
+    trial.to(DEVICE[0])
     trial.with_distributed(strategy="fsdp", state_dict_type="sharded", async_save=True, timeout=120)
     train = trial_script.data("train", TRAIN_SIZE)
     validation = trial_script.data("validation", trial_script.VALIDATION_SIZE)
@@ -89,7 +93,8 @@ def continue_from(folder: str, out: str) -> Trial:
     load_checkpoint(trial, folder)
     history = trial.run(3)
     shards = trial.state_dict()[torchbearer.MODEL]
-    weights = {key: getattr(value, "full_tensor", lambda v=value: v)() for key, value in shards.items()}  # gathers
+    full = {key: getattr(value, "full_tensor", lambda v=value: v)() for key, value in shards.items()}  # gathers
+    weights = {key: value.cpu() for key, value in full.items()}
     if is_rank_zero():
         torch.save({"model": weights, "history": history}, os.path.join(out, f"continued{get_world_size()}.pt"))
     return trial
@@ -121,11 +126,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--write", default="")
     parser.add_argument("--load", default="")
     parser.add_argument("--crash-during-save", action="store_true")
+    parser.add_argument("--device", default="cpu", help="'cuda': one GPU per process (benchmarks/cuda_checks.sh)")
     args = parser.parse_args(argv)
+    DEVICE[0] = args.device
     parity = os.path.join(args.out, "parity")
     os.makedirs(parity, exist_ok=True)
     batch = str(GLOBAL_BATCH // _world())
-    trial_script.main(["--out", parity, "--batch-size", batch, "--train-size", str(TRAIN_SIZE), "--shuffle"])
+    trial_script.main(
+        ["--out", parity, "--batch-size", batch, "--train-size", str(TRAIN_SIZE), "--shuffle", "--device", args.device]
+    )
     if args.write:
         write(args.write, args.out)
     if args.load:
