@@ -153,6 +153,7 @@ def worker(args: argparse.Namespace) -> None:
     if dist.get_rank() == 0:
         with open(args.result, "w") as file:
             json.dump({"raw": raw_times, "trial": trial_times, "samples": raw.samples}, file)
+    time.sleep(0.1)  # let gloo's threads release their last work before exit (see torchbearer's process_group.py)
     dist.destroy_process_group()
 
 
