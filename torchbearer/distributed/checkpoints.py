@@ -203,6 +203,7 @@ def _save_sharded(
         dcp.save(shards, checkpoint_id=folder)
         if is_rank_zero():
             _make_current(path, version)
+        dist.barrier(group=settings.cpu_group)  # every rank returns once the new version is current
         return
     # The shards are copied to CPU memory here; a background thread writes them on a group of its own.
     written = dcp.async_save(shards, checkpoint_id=folder, process_group=settings.checkpoint_group)
@@ -251,6 +252,9 @@ class BackgroundSave:
 def wait_for_checkpoint(settings_or_state: Any) -> None:
     """Wait until the checkpoint being written in the background (``async_save``), if any, is complete.
 
+    Call it on every rank (the checkpointers, ``load_checkpoint`` and the next save do): all return once
+    the new version is current.
+
     Args:
         settings_or_state: The Trial's state or its :class:`DistributedSettings`.
 
@@ -264,6 +268,8 @@ def wait_for_checkpoint(settings_or_state: Any) -> None:
         return
     pending, settings.pending_save = settings.pending_save, None
     pending.wait()
+    if settings.active:  # rank zero has made it current: every rank now reads the new one
+        dist.barrier(group=settings.cpu_group)
 
 
 def _agreed_version_name(settings: Any) -> str:
