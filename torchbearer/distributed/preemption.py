@@ -76,10 +76,9 @@ class Preemption:
         return self._resumable is not None
 
     def _note(self, signal_number: int, frame: Any) -> None:
+        # Only a flag: the handler may interrupt anything, even a write to stderr (a progress bar's).
         if self.received is None:
             self.received = signal_number
-            name = signal.Signals(signal_number).name
-            print(f"torchbearer: {name} received; checkpointing to {self.path!r} after this batch", file=sys.stderr)
 
     def arm(self, resumable: Callable[[], bool]) -> None:
         """Install the handlers; ``resumable()`` says whether a checkpoint written now resumes exactly."""
@@ -89,7 +88,7 @@ class Preemption:
     def disarm(self, pass_on: bool) -> None:
         """Restore the previous handlers; with ``pass_on``, deliver to them a signal noted but not acted on."""
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: installed outside Python
         received, self.received, self._resumable, self._previous = self.received, None, None, {}
         if pass_on and received is not None:
             signal.raise_signal(received)
@@ -109,8 +108,9 @@ class Preemption:
         save_checkpoint(content, self.path, state, blocking=True)
         progress = dict(content["progress"])
         if is_rank_zero():
+            name = signal.Signals(self.received).name if self.received is not None else "a signal on another rank"
             where = f"epoch {progress['epoch']}, " + (f"batch {progress['batch']}" if progress["batch"] >= 0 else "end")
-            print(f"torchbearer: preemption checkpoint {self.path!r} written at {where}", file=sys.stderr)
+            print(f"torchbearer: {name}: checkpoint {self.path!r} written at {where}; exiting", file=sys.stderr)
         raise Preempted(self.exit_code, self.path, progress)
 
 
