@@ -505,7 +505,10 @@ class Trial:
         return self
 
     def with_preemption(
-        self, path: str | None, signals=(signal.SIGTERM,), exit_code: int = distributed.PREEMPTED_EXIT_CODE
+        self,
+        path: str | None,
+        signals: Sequence[signal.Signals] = (signal.SIGTERM,),
+        exit_code: int = distributed.PREEMPTED_EXIT_CODE,
     ) -> Trial:
         """On SIGTERM during ``run``: finish the batch, write a checkpoint to ``path``, exit with status 143.
 
