@@ -5,7 +5,10 @@
 #   2. the overhead benchmark on the GPU (mlp, mlp with the progress bar, cnn, and the raw-vs-raw control), and
 #      Trial.with_compile(mode='reduce-overhead') against the eager and the hand-compiled raw loop;
 #   3. the mixed-precision example on the GPU;
-#   4. the whole test suite.
+#   4. scaling out on NCCL: samples/s of Trial and a hand-written DDP loop (benchmarks/scaling.py) on 1
+#      process, and on 2 and 4 when there are as many GPUs; with 2 or more GPUs also FSDP2 sharded
+#      checkpoints written in the background by 2 GPU processes, continued on 1 (tests/distributed/scale_script.py);
+#   5. the whole test suite.
 # Usage: bash benchmarks/cuda_checks.sh [OUTPUT_FOLDER]   (run from the repository root; needs torch with CUDA)
 set -u
 out=${1:-cuda-checks}
@@ -37,6 +40,35 @@ step "mixed-precision example on the GPU"
 timeout 150 "$python" examples/mixed_precision.py --device cuda --epochs 4 --out "$out/mixed_precision" 2>&1 \
     | tee "$out/mixed_precision.log"
 
+step "scaling out on NCCL"
+gpus=$(nvidia-smi -L | wc -l)
+processes=(1)
+[ "$gpus" -ge 2 ] && processes+=(2)
+[ "$gpus" -ge 4 ] && processes+=(4)
+timeout 600 "$python" benchmarks/scaling.py --device cuda --pairs 5 --processes "${processes[@]}" 2>&1 \
+    | tee "$out/scaling.log"
+if [ "$gpus" -ge 2 ]; then
+    scale=$(cd "$out" && pwd)
+    run_scale() { timeout 300 "$python" -m torch.distributed.run --standalone --nproc-per-node="$1" \
+        tests/distributed/scale_script.py --device cuda --out "$scale/scale$1" "${@:2}" >"$scale/scale$1.log" 2>&1; }
+    mkdir -p "$scale/scale1" "$scale/scale2" "$scale/scale_reference"
+    run_scale 2 --write "$scale/scale_checkpoint" && run_scale 1 --load "$scale/scale_checkpoint"
+    (cd tests/distributed && "$python" -c '
+import os, sys, torch, trial_script
+out = sys.argv[1]
+reference = os.path.join(out, "scale_reference")
+trial_script.main(["--out", reference, "--batch-size", "12", "--train-size", "36", "--shuffle"])
+expected = torch.load(os.path.join(reference, "weights.pt"))
+for name in ("scale2/parity/weights.pt", "scale2/continued2.pt", "scale1/continued1.pt"):
+    weights = torch.load(os.path.join(out, name), map_location="cpu")
+    weights = weights.get("model", weights)
+    difference = max((weights[key] - expected[key]).abs().max().item() for key in expected)
+    print(f"{name}: max |dw| against one CPU process {difference:.2e}", "ok" if difference < 1e-4 else "TOO LARGE")
+' "$scale") 2>&1 | tee "$out/scale_checks.log"
+else
+    echo "sharded checkpoints on GPUs: skipped, $gpus GPU(s) (FSDP with NCCL needs one GPU per process)"
+fi
+
 step "whole test suite"
 parallel=()
 "$python" -c "import xdist" 2>/dev/null && parallel=(-n 8)  # pytest-xdist, where installed
@@ -46,3 +78,4 @@ timeout "${SUITE_SECONDS:-180}" "$python" -m pytest -q -p no:cacheprovider -rfE 
 step "done after $((SECONDS - started))s"
 grep -h "passed\|failed\|error" "$out/cuda_tests.log" | tail -3
 grep -h "median\|ratio\|workload=" "$out/benchmark.log"
+cat "$out/scaling.log" "$out/scale_checks.log" 2>/dev/null

@@ -129,3 +129,15 @@ def test_counting_instructions_without_valgrind_says_what_to_install(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"PATH": str(tmp_path)})
     assert result.returncode != 0
     assert "--instructions needs valgrind" in result.stderr
+
+
+SCALING = BENCHMARK.with_name("scaling.py")
+
+
+def test_the_scaling_benchmark_times_trial_and_a_hand_written_ddp_loop_under_torchrun():
+    # One process keeps this cheap; the loops are the same on more (tests/distributed checks the Trial there).
+    command = [sys.executable, str(SCALING), "--processes", "1", "--pairs", "1", "--samples", "640"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300).stdout
+    assert "backend=gloo" in output and "| processes | raw DDP samples/s | Trial samples/s | Trial/raw |" in output
+    row = [line for line in output.splitlines() if line.startswith("|         1 |")]
+    assert len(row) == 1 and float(row[0].split("|")[4]) > 0

@@ -22,7 +22,8 @@ import re
 import secrets
 import socket
 import zipfile
-from typing import Any, Union
+from collections.abc import Callable
+from typing import Any, BinaryIO, Union
 
 import torch
 
@@ -68,13 +69,30 @@ def atomic_save(
     Example:
         >>> atomic_save({'weights': model.state_dict()}, 'checkpoints/model.pt')  # doctest: +SKIP
     """
+
+    def write(file: BinaryIO) -> None:
+        torch.save(obj, file, pickle_module=pickle_module, pickle_protocol=pickle_protocol)
+
+    _atomic_write(path, write)
+
+
+def atomic_write_text(text: str, path: PathLike) -> None:
+    """Write ``text`` (UTF-8) so that ``path`` always holds either its old content or all of ``text``.
+
+    As :func:`atomic_save`: a temporary file in the same folder, synced, then renamed onto ``path``.
+    """
+    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, sync it, and rename it onto ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(folder)
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{_writer_tag()}{_TEMPORARY_SUFFIX}")
     try:
         with open(temporary, "xb") as file:
-            torch.save(obj, file, pickle_module=pickle_module, pickle_protocol=pickle_protocol)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

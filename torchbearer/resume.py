@@ -58,6 +58,12 @@ class ResumeBookkeeping:
         """Forget the run that just ended (or failed)."""
         self.running_state, self.training_pass_active = None, False
 
+    def resumable(self) -> bool:
+        """True where a checkpoint written now resumes exactly: inside a training pass, between batches, or
+        once the epoch's record is in the history (not between the end of the training pass and the record)."""
+        state = self.running_state
+        return state is not None and (self.training_pass_active or len(state[HISTORY]) > state[EPOCH])
+
     # ----------------------------------------------------------------------------------- saving
     def state_dict(self, trial_state: Mapping, **kwargs: Any) -> dict:
         """The Trial state dict: everything needed to resume, as plain types (loads with ``weights_only=True``).

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -522,6 +523,29 @@ class Trial:
         distributed.configure(self.state, enabled, strategy, **options)
         return self
 
+    def with_preemption(
+        self,
+        path: str | None,
+        signals: Sequence[signal.Signals] = (signal.SIGTERM,),
+        exit_code: int = distributed.PREEMPTED_EXIT_CODE,
+    ) -> Trial:
+        """On SIGTERM during ``run``: finish the batch, write a checkpoint to ``path``, exit with status 143.
+
+        Every rank stops at the same step and the checkpoint resumes bit-identically (load it before ``run``
+        with ``torchbearer.distributed.load_checkpoint``); see :mod:`torchbearer.distributed.preemption`
+        and ``docs/scaling-out.md``. ``path=None`` switches it off.
+
+        Args:
+            path: The checkpoint file (a folder for sharded FSDP checkpoints).
+            signals: The signals to act on, e.g. ``(signal.SIGTERM, signal.SIGUSR1)``.
+            exit_code: The status ``torchbearer.distributed.Preempted`` (a ``SystemExit``) exits with.
+
+        Example:
+            >>> trial.with_preemption('checkpoints/last.pt')  # doctest: +SKIP
+        """
+        distributed.preemption.configure(self.state, path, signals, exit_code)
+        return self
+
     # ----------------------------------------------------------------------------------- passes
     def _prepare_pass(self, state: dict, data_key, default_loader) -> None:
         """Point the state at one data set: its generator, steps, batch loader and a fresh iterator."""
@@ -616,7 +640,7 @@ class Trial:
         self._resume.apply_pending(self.state)
         self._resume.running_state = state
         try:
-            with _cleanup_on_failure(state):
+            with _cleanup_on_failure(state), distributed.handle_preemption(state, self._resume.resumable):
                 state[CALLBACK_LIST].on_start(state)
                 for epoch in range(len(history), epochs):
                     state[EPOCH] = epoch

@@ -1,4 +1,4 @@
-"""Launching ``trial_script.py`` under ``torchrun`` from the tests: free ports, a clean environment, timeouts."""
+"""Launching the test scripts under ``torchrun``: free ports, a clean environment, timeouts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trial_script.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "trial_script.py")
 LAUNCH_TIMEOUT = 120  # seconds per try; a healthy launch takes 10 to 25 on two busy cores
 
 
@@ -28,9 +29,9 @@ def _environment() -> dict[str, str]:
     return environment
 
 
-def torchrun_command(launcher_args: Sequence[str], script_args: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run LAUNCHER_ARGS trial_script.py SCRIPT_ARGS``."""
-    return [sys.executable, "-m", "torch.distributed.run", *launcher_args, SCRIPT, *script_args]
+def torchrun_command(launcher_args: Sequence[str], script_args: Sequence[str], script: str = SCRIPT) -> list[str]:
+    """``python -m torch.distributed.run LAUNCHER_ARGS SCRIPT SCRIPT_ARGS`` (by default ``trial_script.py``)."""
+    return [sys.executable, "-m", "torch.distributed.run", *launcher_args, script, *script_args]
 
 
 ABORTED = "Signal 6 (SIGABRT)"
@@ -82,12 +83,14 @@ def _launch_twice_if_flaky(make_commands, timeout: float) -> list[tuple[int, str
     return results
 
 
-def torchrun(nproc: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run the script on ``nproc`` local processes and wait for the job to end (see :data:`ABORTED`)."""
+def torchrun(
+    nproc: int, script_args: Sequence[str], timeout: float = LAUNCH_TIMEOUT, script: str = SCRIPT
+) -> subprocess.CompletedProcess:
+    """Run ``script`` on ``nproc`` local processes and wait for the job to end (see :data:`ABORTED`)."""
 
     def commands() -> list[list[str]]:
         launcher = [f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
-        return [torchrun_command(launcher, script_args)]
+        return [torchrun_command(launcher, script_args, script)]
 
     ((code, stdout, stderr),) = _launch_twice_if_flaky(commands, timeout)
     return subprocess.CompletedProcess(["torchrun", *script_args], code, stdout, stderr)
@@ -114,3 +117,13 @@ def torchrun_nodes(nodes: int, script_args: Sequence[str], timeout: float = LAUN
         ]  # fmt: skip
 
     return [(code, stdout + stderr) for code, stdout, stderr in _launch_twice_if_flaky(commands, timeout)]
+
+
+def torchrun_elastic(
+    script: str, script_args: Sequence[str], max_restarts: int, timeout: float = LAUNCH_TIMEOUT
+) -> subprocess.CompletedProcess:
+    """Run ``script`` on 2 processes as ``docs/scaling-out.md`` recommends for restarts: ``--standalone`` (a c10d
+    rendezvous on this machine) with ``--max-restarts``. Run once: a fault injected on purpose is not a flake."""
+    launcher = ["--nproc-per-node=2", "--standalone", f"--max-restarts={max_restarts}"]
+    ((code, stdout, stderr),) = _run_launchers([torchrun_command(launcher, script_args, script)], timeout)
+    return subprocess.CompletedProcess(["torchrun", *script_args], code, stdout, stderr)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from torchbearer.distributed import EpochDistributedSampler, EvaluationSampler, EvenBatchSampler, shard_loader
+from torchbearer.distributed import EpochOrder, EvaluationSampler, EvenBatchSampler, InterleavedSampler, shard_loader
 from torchbearer.errors import ConfigurationError
 
 SPLITS = [(13, 4, 2), (10, 3, 3), (4, 4, 3), (1, 5, 2), (100, 7, 4), (12, 4, 3)]
@@ -45,17 +45,77 @@ def test_fsdp_evaluation_gives_every_rank_as_many_batches_in_order_without_paddi
     assert max(len(batch) for rank_batches in batches for batch in rank_batches) <= batch_size
 
 
-def test_training_sampler_sets_the_trial_epoch_and_splits_each_permutation():
-    dataset = TensorDataset(torch.arange(10))
-    epoch = {"value": 0}
-    samplers = [EpochDistributedSampler(dataset, 2, rank, True, 3, lambda: epoch["value"]) for rank in range(2)]
-    first = [list(sampler) for sampler in samplers]
-    epoch["value"] = 1
-    second = [list(sampler) for sampler in samplers]
-    for shares in (first, second):
-        assert sorted(shares[0] + shares[1]) == list(range(10))
-    assert first != second
-    assert samplers[0].epoch == 1
+def _rank_batches(loader: DataLoader, world: int, seed: int, **shard_options) -> list[list[list[int]]]:
+    """Each simulated rank's batches of one epoch; every rank seeded alike, as torchrun scripts are."""
+    batches = []
+    for rank in range(world):
+        torch.manual_seed(seed)
+        shared = shard_loader(loader, training=True, rank=rank, world_size=world, **shard_options)
+        batches.append([batch[0].tolist() for batch in shared])
+    return batches
+
+
+@pytest.mark.parametrize("world, size, drop_last", [(2, 24, False), (3, 24, False), (3, 25, True), (2, 7, True)])
+def test_ranks_together_train_on_the_batches_of_one_process_with_the_global_batch(world, size, drop_last):
+    dataset = TensorDataset(torch.arange(size))
+    torch.manual_seed(11)
+    one_process = [batch[0].tolist() for batch in DataLoader(dataset, 2 * world, shuffle=True, drop_last=drop_last)]
+    ranks = _rank_batches(DataLoader(dataset, batch_size=2, shuffle=True, drop_last=drop_last), world, seed=11)
+    assert len({len(batches) for batches in ranks}) == 1
+    together = [sorted(sum(step, [])) for step in zip(*ranks)]
+    assert together == [sorted(batch) for batch in one_process]
+
+
+def test_the_last_global_batch_is_padded_from_the_start_when_the_loader_keeps_it():
+    ranks = _rank_batches(DataLoader(TensorDataset(torch.arange(5)), batch_size=2), world=2, seed=0)
+    assert ranks == [[[0, 2], [4]], [[1, 3], [0]]]
+
+
+@pytest.mark.parametrize("with_generator", [False, True])
+def test_the_order_is_drawn_as_the_loaders_random_sampler_draws_it_and_consumes_as_many_numbers(with_generator):
+    def loader() -> DataLoader:
+        generator = torch.Generator().manual_seed(5) if with_generator else None
+        return DataLoader(TensorDataset(torch.arange(10)), batch_size=10, shuffle=True, generator=generator)
+
+    torch.manual_seed(3)
+    expected, expected_next = next(iter(loader()))[0].tolist(), torch.rand(1)
+    torch.manual_seed(3)
+    shared = shard_loader(loader(), training=True, rank=0, world_size=1)
+    assert next(iter(shared))[0].tolist() == expected
+    assert torch.equal(torch.rand(1), expected_next)  # the model's random numbers stay on one process's stream
+
+
+def test_every_rank_draws_its_own_numbers_but_trains_in_rank_zeros_order():
+    sampler = DataLoader(TensorDataset(torch.arange(12)), shuffle=True).sampler
+    shared = []  # what rank zero broadcasts: here, the values its EpochOrder drew
+    torch.manual_seed(1)
+    rank_zero = list(
+        InterleavedSampler(EpochOrder(sampler, lambda value: shared.append(value) or value), 3, 2, 0, False)
+    )
+    torch.manual_seed(2)  # rank one, seeded differently
+    rank_one = list(InterleavedSampler(EpochOrder(sampler, lambda value: shared[0]), 3, 2, 1, False))
+    torch.manual_seed(1)
+    assert [*rank_zero, *rank_one] != list(range(12))
+    assert sorted(rank_zero + rank_one) == list(range(12))
+    assert rank_zero == list(sampler)[0::2]
+
+
+@pytest.mark.parametrize("with_generator", [False, True])
+def test_shuffled_evaluation_consumes_the_random_numbers_of_one_process(with_generator):
+    generator = torch.Generator().manual_seed(5) if with_generator else None
+    loader = DataLoader(TensorDataset(torch.arange(13)), batch_size=4, shuffle=True, generator=generator)
+    torch.manual_seed(3)
+    list(loader)
+    expected_state = generator.get_state() if with_generator else torch.get_rng_state()
+    torch.manual_seed(3)
+    if with_generator:
+        generator.manual_seed(5)
+    shares = [shard_loader(loader, training=False, rank=rank, world_size=2, seed=7) for rank in range(2)]
+    rank_zero = [index for batch in shares[0] for index in batch[0].tolist()]
+    state = generator.get_state() if with_generator else torch.get_rng_state()
+    assert torch.equal(state, expected_state)
+    rank_one = [index for batch in shares[1] for index in batch[0].tolist()]
+    assert sorted(rank_zero + rank_one) == list(range(13))
 
 
 def _loader(**options) -> DataLoader:
@@ -68,8 +128,9 @@ def _loader(**options) -> DataLoader:
 def test_sharded_training_loader_keeps_batch_size_shuffle_drop_last_collate_and_workers():
     loader = _loader(shuffle=True, drop_last=True, num_workers=1, pin_memory=False)
     shared = shard_loader(loader, training=True, rank=1, world_size=2, seed=5)
-    assert isinstance(shared.sampler, EpochDistributedSampler)
-    assert (shared.sampler.shuffle, shared.sampler.num_replicas, shared.sampler.rank) == (True, 2, 1)
+    assert isinstance(shared.sampler, InterleavedSampler)
+    assert (shared.sampler.num_replicas, shared.sampler.rank) == (2, 1)
+    assert isinstance(shared.sampler.order.sampler, torch.utils.data.RandomSampler)
     assert (shared.batch_size, shared.drop_last, shared.num_workers) == (3, True, 1)
     assert shared.collate_fn is loader.collate_fn and shared.pin_memory is False
     assert len(shared) == 2

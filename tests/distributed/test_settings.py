@@ -14,6 +14,8 @@ from torchbearer.errors import ConfigurationError
         ({"strategy": "zero"}, "strategy 'zero' is unknown"),
         ({"state_dict_type": "partial"}, "state_dict_type 'partial' is unknown"),
         ({"timeout": 0}, "positive number of seconds"),
+        ({"async_save": True}, "use it with strategy='fsdp' and state_dict_type='sharded'"),
+        ({"async_save": True, "strategy": "fsdp"}, "got strategy='fsdp', state_dict_type='full'"),
     ],
 )
 def test_unusable_settings_are_refused_with_what_to_use_instead(options, message):

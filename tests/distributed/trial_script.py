@@ -121,8 +121,8 @@ def main_trial(args: argparse.Namespace) -> dict:
     trial = Trial(model, optimizer, nn.CrossEntropyLoss(), metrics=metrics(), callbacks=callbacks, verbose=0)
     trial.to(args.device).with_distributed(strategy=args.strategy, timeout=120, backend=args.backend)
     trial.with_generators(
-        DataLoader(data("train", TRAIN_SIZE), batch_size=args.batch_size, shuffle=False),
-        DataLoader(data("validation", VALIDATION_SIZE), batch_size=4),
+        DataLoader(data("train", args.train_size), batch_size=args.batch_size, shuffle=args.shuffle),
+        DataLoader(data("validation", VALIDATION_SIZE), batch_size=4, shuffle=args.shuffle),
         DataLoader(TensorDataset(data("test", TEST_SIZE).tensors[0]), batch_size=3),
     )
     history = trial.run(args.epochs)
@@ -212,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-size", type=int, default=TRAIN_SIZE)
+    parser.add_argument("--shuffle", action="store_true", help="shuffle the training and validation loaders")
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--sharded-copy", default="")
     parser.add_argument("--fail-rank", type=int, default=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import distributed as dist
 
 from torchbearer.distributed.process_group import init_process_group, make_cpu_group, wanted_world_size
 from torchbearer.distributed.samplers import distribute_loaders
@@ -35,6 +36,8 @@ def prepare(trial: Any) -> DistributedSettings:
     if not settings.active:
         init_process_group(settings, torch.device(state[DEVICE]).type)
         settings.cpu_group = make_cpu_group()
+        if settings.async_save:  # background writes must not share a group with training's collectives
+            settings.checkpoint_group = dist.new_group(backend="gloo")
         place_on_rank_device(trial, settings)
         wrap_model(state, settings)
         settings.active = True

@@ -17,6 +17,9 @@ from torchbearer.state import state_key
 DISTRIBUTED = state_key("distributed")
 """State key of the Trial's :class:`DistributedSettings`."""
 
+PREEMPTION = state_key("preemption")
+"""State key of the Trial's :class:`torchbearer.distributed.preemption.Preemption` (``Trial.with_preemption``)."""
+
 STRATEGIES = ("ddp", "fsdp")
 STATE_DICT_TYPES = ("full", "sharded")
 DEFAULT_TIMEOUT = 600.0
@@ -36,9 +39,13 @@ class DistributedSettings:
         shard_modules: FSDP: submodule classes sharded as their own units (e.g. transformer blocks).
         state_dict_type: FSDP: ``'full'`` (checkpoints hold the whole model, written by rank zero) or
             ``'sharded'`` (each rank writes its shard with ``torch.distributed.checkpoint``).
+        async_save: FSDP with sharded state dicts: checkpoints are written in the background
+            (``torch.distributed.checkpoint.async_save``) while training goes on.
         wrapper_kwargs: Passed to ``DistributedDataParallel`` or ``fully_shard``.
         active: Whether the Trial runs distributed (set by :func:`prepare`).
         cpu_group: The process group for end-of-pass values on the CPU (``None``: the default group).
+        checkpoint_group: With ``async_save``, the gloo group the background writes use, apart from training's.
+        pending_save: With ``async_save``, the checkpoint being written (set by the checkpoint module).
     """
 
     enabled: bool | None = None
@@ -47,9 +54,12 @@ class DistributedSettings:
     timeout: float = DEFAULT_TIMEOUT
     shard_modules: tuple[type, ...] = ()
     state_dict_type: str = "full"
+    async_save: bool = False
     wrapper_kwargs: dict = field(default_factory=dict)
     active: bool = False
     cpu_group: Any = None
+    checkpoint_group: Any = None
+    pending_save: Any = None
 
     def is_sharded(self) -> bool:
         """True when checkpoints are written shard by shard (FSDP with ``state_dict_type='sharded'``)."""
@@ -65,6 +75,7 @@ def configure(
     timeout: float = DEFAULT_TIMEOUT,
     shard_modules: Sequence[type] = (),
     state_dict_type: str = "full",
+    async_save: bool = False,
     **wrapper_kwargs: Any,
 ) -> DistributedSettings:
     """Store the distributed settings of a Trial in its ``state`` (what ``Trial.with_distributed`` calls).
@@ -78,6 +89,8 @@ def configure(
         timeout: Seconds a collective waits for the other ranks before the job fails.
         shard_modules: FSDP: submodule classes to shard as separate units before the whole model.
         state_dict_type: FSDP: ``'full'`` or ``'sharded'`` checkpoints.
+        async_save: FSDP with ``state_dict_type='sharded'``: write checkpoints in the background; the next
+            save (or loading) waits for the previous one.
         **wrapper_kwargs: Passed to ``DistributedDataParallel`` (e.g. ``find_unused_parameters=True``) or
             to ``fully_shard`` (e.g. ``reshard_after_forward=False``).
 
@@ -85,7 +98,8 @@ def configure(
         The settings stored under :data:`DISTRIBUTED`.
 
     Raises:
-        ConfigurationError: An unknown strategy or state dict type, or a timeout that is not positive.
+        ConfigurationError: An unknown strategy or state dict type, a timeout that is not positive, or
+            ``async_save`` without sharded FSDP checkpoints.
     """
     if strategy not in STRATEGIES:
         raise ConfigurationError(f"distributed strategy {strategy!r} is unknown; use one of {STRATEGIES}")
@@ -94,11 +108,17 @@ def configure(
             f"state_dict_type {state_dict_type!r} is unknown; use 'full' (one file, written by rank zero) or "
             "'sharded' (one folder, each rank writes its shard)"
         )
+    if async_save and (strategy, state_dict_type) != ("fsdp", "sharded"):
+        raise ConfigurationError(
+            "async_save=True writes sharded checkpoints in the background; use it with strategy='fsdp' and "
+            f"state_dict_type='sharded' (got strategy={strategy!r}, state_dict_type={state_dict_type!r})"
+        )
     if not timeout > 0:
         raise ConfigurationError(f"the distributed timeout must be a positive number of seconds, got {timeout!r}")
     settings = DistributedSettings(
         enabled=bool(enabled), strategy=strategy, backend=backend, timeout=float(timeout),
-        shard_modules=tuple(shard_modules), state_dict_type=state_dict_type, wrapper_kwargs=dict(wrapper_kwargs),
+        shard_modules=tuple(shard_modules), state_dict_type=state_dict_type, async_save=bool(async_save),
+        wrapper_kwargs=dict(wrapper_kwargs),
     )  # fmt: skip
     previous = state.get(DISTRIBUTED)
     if previous is not None and previous.active:
