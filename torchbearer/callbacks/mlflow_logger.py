@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torchbearer.callbacks.run_logger import RunLogger
+from torchbearer.optional import import_optional
 
 LAST_EPOCH_TAG = "torchbearer.last_epoch"
 LAST_BATCH_TAG = "torchbearer.last_batch_step"
@@ -16,11 +17,7 @@ LAST_BATCH_TAG = "torchbearer.last_batch_step"
 
 
 def _import_mlflow() -> Any:
-    try:
-        import mlflow
-    except ImportError as error:
-        raise ImportError("MLflowLogger needs mlflow; install it with: pip install torchbearer[mlflow]") from error
-    return mlflow
+    return import_optional("mlflow", "MLflowLogger", "mlflow")
 
 
 class MLflowLogger(RunLogger):

@@ -12,15 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from torchbearer.bases import Callback, get_metric
+from torchbearer.optional import import_optional
 from torchbearer.state import CALLBACK_LIST, EPOCH
 
 
 def _import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError as error:
-        raise ImportError("OptunaPruning needs optuna; install it with: pip install torchbearer[optuna]") from error
-    return optuna
+    return import_optional("optuna", "OptunaPruning", "optuna")
 
 
 class OptunaPruning(Callback):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torchbearer.callbacks.run_logger import FINISHED, RunLogger
+from torchbearer.optional import import_optional
 
 EPOCH_METRIC = "epoch"
 BATCH_STEP_METRIC = "batch/step"
@@ -14,11 +15,7 @@ BATCH_STEP_METRIC = "batch/step"
 
 
 def _import_wandb() -> Any:
-    try:
-        import wandb
-    except ImportError as error:
-        raise ImportError("WandbLogger needs wandb; install it with: pip install torchbearer[wandb]") from error
-    return wandb
+    return import_optional("wandb", "WandbLogger", "wandb")
 
 
 class WandbLogger(RunLogger):
