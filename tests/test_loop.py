@@ -126,3 +126,28 @@ def test_a_stop_set_during_a_batch_ends_the_pass_after_that_batch():
     trial = Trial(nn.Linear(2, 1), None, nn.MSELoss(), callbacks=[stop_at_second], verbose=0)
     trial.with_train_data(torch.randn(16, 2), torch.randn(16, 1), batch_size=4).run(1)
     assert seen == [0, 1]
+
+
+def test_pytorch_optimizers_step_after_the_closure_exactly_as_step_with_the_closure():
+    """The shortcut for PyTorch's own optimizers (closure, then step) trains as ``optimizer.step(closure)`` does,
+    which a subclass of SGD still gets."""
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    weights = []
+    for optimizer_class in (torch.optim.SGD, type("SGDSubclass", (torch.optim.SGD,), {})):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1)
+        optimizer = optimizer_class(model.parameters(), lr=0.05, momentum=0.9)
+        Trial(model, optimizer, nn.MSELoss(), verbose=0).with_train_data(x, y, batch_size=8, shuffle=False).run(3)
+        weights.append(model.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_lbfgs_gets_the_closure_and_may_evaluate_it_again():
+    x = torch.randn(32, 2)
+    y = x @ torch.tensor([[2.0], [-1.0]])
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    history = (
+        Trial(model, optimizer, nn.MSELoss(), metrics=["loss"], verbose=0).with_train_data(x, y, batch_size=32).run(3)
+    )
+    assert history[-1]["loss"] < history[0]["loss"] / 10
