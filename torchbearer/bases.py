@@ -14,7 +14,7 @@ import torch
 
 from torchbearer.base_classes import HOOKS, Callback, Metric
 from torchbearer.loop import ClosureKeys, forward_backward
-from torchbearer.state import CRITERION, DATA, LOSS, METRICS, MODEL, OPTIMIZER, TEST_DATA, Y_PRED, Y_TRUE, X
+from torchbearer.state import DATA, METRICS, TEST_DATA
 
 __all__ = [
     "HOOKS", "Callback", "Metric", "base_closure", "cite", "enable_grad", "get_metric", "no_grad", "standard_closure"
@@ -106,5 +106,5 @@ def base_closure(x, model, y_pred, y_true, crit, loss, opt) -> Callable[[dict], 
 
 
 def standard_closure() -> Callable[[dict], Any]:
-    """The Trial's default closure, over the standard keys."""
-    return base_closure(X, MODEL, Y_PRED, Y_TRUE, CRITERION, LOSS, OPTIMIZER)
+    """The Trial's default closure, over the standard keys: :func:`torchbearer.loop.forward_backward` itself."""
+    return forward_backward

@@ -10,6 +10,7 @@ become Python numbers once, at the end of the pass.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -106,14 +107,17 @@ def runs_closure_once(optimizer: Any) -> bool:
     """Whether ``optimizer.step(closure)`` is ``closure()`` then ``optimizer.step()``: true for PyTorch's own
     optimizers, except LBFGS (it evaluates the closure again) and unless a step pre-hook is registered (it
     would run after the backward instead of before it)."""
-    optimizer_class = type(optimizer)
     return (
-        optimizer_class.__module__.startswith("torch.optim.")
-        and optimizer_class is not torch.optim.LBFGS
+        _is_plain_torch_optimizer(type(optimizer))
         and "step" not in vars(optimizer)
         and not getattr(optimizer, "_optimizer_step_pre_hooks", None)
-        and not getattr(optimizer_module, "_global_optimizer_pre_hooks", None)
+        and not optimizer_module._global_optimizer_pre_hooks
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _is_plain_torch_optimizer(optimizer_class: type) -> bool:
+    return optimizer_class.__module__.startswith("torch.optim.") and optimizer_class is not torch.optim.LBFGS
 
 
 def batch_indices(steps: int, first: int = 0) -> Iterable[int]:

@@ -22,7 +22,8 @@ class LazyValues(dict):
     """A dict of metric values computed by ``source()`` when it is first read (or changed).
 
     Args:
-        source: Returns the values (a dict); called at most once.
+        source: Returns the values (a dict); called at most once. The attribute ``source`` is ``None``
+            once the values are in.
 
     Example:
         >>> values = LazyValues(lambda: {'acc': 0.5})
@@ -30,21 +31,16 @@ class LazyValues(dict):
         0.5
     """
 
-    __slots__ = ("_source", "__weakref__")
+    __slots__ = ("source", "__weakref__")
 
     def __init__(self, source: Callable[[], dict]) -> None:  # empty until filled: no dict.__init__ needed
-        self._source: Callable[[], dict] | None = source
+        self.source: Callable[[], dict] | None = source
 
     def fill(self, values: dict | None = None) -> None:
         """Compute the values now (or take ``values``), if not done yet."""
-        source, self._source = self._source, None
+        source, self.source = self.source, None
         if source is not None:
             dict.update(self, source() if values is None else values)
-
-    @property
-    def filled(self) -> bool:
-        """Whether the values have been computed."""
-        return self._source is None
 
     def __reduce__(self) -> tuple:  # pickles, copies and torch.save see a plain dict of the values
         self.fill()
@@ -55,7 +51,7 @@ def _filling(name: str) -> Callable:
     method = getattr(dict, name)
 
     def read(self: LazyValues, *args: Any, **kwargs: Any) -> Any:
-        if self._source is not None:
+        if self.source is not None:
             self.fill()
         for other in args:  # values == other_values, values | other_values: both computed
             if type(other) is LazyValues:

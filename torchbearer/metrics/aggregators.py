@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import abc
 import collections
+import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +67,7 @@ class Mean(Metric):
         """Add a group of batches: their values and the number of samples in each (see :func:`sum_and_count`)."""
         total, count = sum_and_count(values, samples, self._dim)
         self._total, self._count = self._total + total, self._count + count
-        self._batches += sum(value is not None for value in values)
+        self._batches += len(values) - sum(map(operator.is_, values, itertools.repeat(None)))  # at C speed
 
     def process_final(self, *args: Any) -> torch.Tensor | None:
         total, count, batches = self._total, self._count, self._batches

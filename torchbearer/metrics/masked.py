@@ -115,10 +115,9 @@ def _shape_of(value: Any) -> tuple:
 def _stacked(values: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same-shaped values stacked on a new dim 0, as :func:`as_weighted` would give them one by one."""
     if isinstance(values[0], Masked):
-        return as_weighted(
-            Masked(torch.stack([value.values for value in values]), torch.stack([value.mask for value in values]))
-        )
-    return as_weighted(torch.stack(list(values)))
+        parts, masks = zip(*values)
+        return as_weighted(Masked(torch.stack(parts), torch.stack(masks)))
+    return as_weighted(torch.stack(values))
 
 
 _TENSOR_KIND = operator.attrgetter("shape", "device")

@@ -9,6 +9,7 @@ filled when :mod:`torchbearer.metrics` is imported (the built-ins register thems
 from __future__ import annotations
 
 import difflib
+import functools
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -198,7 +199,7 @@ class MetricList(Metric):
                     outputs.append(output)
         finally:
             torch._C._set_grad_enabled(grad_was_enabled)
-        return LazyValues(lambda: _merged(outputs))
+        return LazyValues(functools.partial(_merged, outputs))
 
     @torch.no_grad()
     def process_final(self, *args: Any) -> dict:

@@ -7,7 +7,8 @@ something reads the tree's output, and the children then take them as one group
 
 from __future__ import annotations
 
-import collections
+import functools
+import operator
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -87,6 +88,12 @@ def _samples_in(args: tuple) -> int | None:
     """How many samples a single-number value (a loss) stands for: the batch size of the state's
     targets, else of its inputs; ``None`` when there is no state."""
     state = args[0] if args else None
+    try:
+        target = state[Y_TRUE]
+        if type(target) is torch.Tensor and target.shape:  # the usual case, checked first: this runs every batch
+            return target.shape[0]
+    except (KeyError, TypeError, IndexError):
+        pass
     for key in (Y_TRUE, X):
         try:
             tensor = _first_tensor(state[key])
@@ -127,10 +134,14 @@ class MetricTree(Metric):
 
     def _new_pass(self) -> None:
         self._pending: list = []  # (root value, samples, version) the children have not taken yet, oldest first
-        self._unread: collections.deque = collections.deque()  # (batch, weak reference to its values) not read
-        self._batches = 0  # batches processed since the last reset
-        self._taken = 0  # batches whose values the children have taken
+        self._views: list = []  # a weak reference to the values returned for each of those batches
+        self._taken = 0  # batches whose values the children have taken since the last reset
         self._outputs: dict = {}  # the children's outputs for the last batch they took
+
+    @property
+    def _batches(self) -> int:
+        """Batches processed since the last reset."""
+        return self._taken + len(self._pending)
 
     def add_child(self, child: Metric) -> None:
         """Append a metric that receives the root's output."""
@@ -147,20 +158,14 @@ class MetricTree(Metric):
         value = self.root.process(*args)
         if isinstance(value, dict):
             value = next(iter(value.values()))
-        samples = version = None  # for a single number: its batch's samples; for a tensor: its version counter
-        if type(value) is torch.Tensor:
+        if type(value) is torch.Tensor:  # kept with its version counter, to catch a change in place
             if self._copies:
                 value = value.clone()  # the state's own tensor, which later batches may change in place
-            version = value._version
-            if value.numel() == 1:
-                samples = _samples_in(args)
-        elif isinstance(value, (int, float)):
-            samples = _samples_in(args)
-        self._pending.append((value, samples, version))
-        self._batches += 1
-        batch = self._batches
-        values = LazyValues(lambda: self._values_at(batch))
-        self._unread.append((batch, weakref.ref(values)))
+            self._pending.append((value, _samples_in(args) if value.numel() == 1 else None, value._version))
+        else:  # a single number stands for the samples of its batch (see Mean)
+            self._pending.append((value, _samples_in(args) if isinstance(value, (int, float)) else None, None))
+        values = LazyValues(functools.partial(self._values_at, self._taken + len(self._pending)))
+        self._views.append(weakref.ref(values))
         return values
 
     def _values_at(self, batch: int) -> dict:
@@ -170,11 +175,14 @@ class MetricTree(Metric):
     def _catch_up(self, batch: int) -> None:
         """Hand the children the values up to ``batch``; the values of an earlier batch that someone still
         holds unread are computed on the way, so that they stay those of their batch."""
-        while self._unread and self._unread[0][0] <= batch:
-            held_batch, reference = self._unread.popleft()
-            held = reference()
-            if held is not None and not held.filled:
-                self._hand_over(held_batch)
+        count = batch - self._taken
+        if count <= 0:
+            return
+        first, views = self._taken, list(map(_dereference, self._views[:count]))
+        del self._views[:count]
+        for offset, held in enumerate(views):
+            if held is not None and held.source is not None:  # still held, not read: fill it with its batch's values
+                self._hand_over(first + offset + 1)
                 held.fill(dict(self._outputs))
         self._hand_over(batch)
 
@@ -244,8 +252,19 @@ class MetricTree(Metric):
         return self
 
 
-def _check_unchanged(tree: MetricTree, values: list, versions: list) -> None:
+_dereference = weakref.ref.__call__
+_VERSION = operator.attrgetter("_version")
+
+
+def _check_unchanged(tree: MetricTree, values: tuple, versions: tuple) -> None:
     """Raise if a held root value was changed in place after its batch, before the children took it."""
+    if versions.count(None) == len(versions):  # no tensors (e.g. masked values): nothing to check
+        return
+    try:
+        if tuple(map(_VERSION, values)) == versions:  # all tensors, all unchanged: compared at C speed
+            return
+    except AttributeError:  # some values are not tensors: compare one by one
+        pass
     for value, version in zip(values, versions):
         if version is not None and value._version != version:
             raise MetricError(
