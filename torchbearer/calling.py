@@ -18,16 +18,40 @@ import torch
 from torchbearer.devices import unwrap_model
 from torchbearer.errors import CriterionError, ModelCallError
 
-# Decisions per callable, keyed by id(callable): (weak reference to it, decision). The reference tells
-# a live entry from one left by a dead object whose id was reused, and its callback drops the entry.
-# Unlike a WeakKeyDictionary this needs no hashable keys, and a lookup is a dict get, not a Python call.
-_PASS_STATE: dict[int, tuple[weakref.ref, bool]] = {}
-_STATE_CRITERION: dict[int, tuple[weakref.ref, bool]] = {}
+
+class _Decisions(dict):
+    """Decisions per callable, keyed by ``id(callable)``: ``{id: True/False}``.
+
+    An entry lives exactly as long as its callable (a weak reference's callback drops it when the
+    callable dies, before its id can be reused), so a plain ``get(id(callable))`` finds the decision:
+    a dict lookup at C speed, with no hashable key needed and no identity check.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._references: dict[int, weakref.ref] = {}
+
+    def remember(self, key: Any, decision: bool) -> None:
+        """Keep ``decision`` for ``key`` while it lives (nothing is kept for an object without weak references)."""
+        identity = id(key)
+        try:
+            self._references[identity] = weakref.ref(key, lambda _, identity=identity: self._forget(identity))
+        except TypeError:  # not weak-referenceable: decide again next time
+            return
+        self[identity] = decision
+
+    def _forget(self, identity: int) -> None:
+        self.pop(identity, None)
+        self._references.pop(identity, None)
+
+
+_PASS_STATE = _Decisions()
+_STATE_CRITERION = _Decisions()
 
 
 def always_pass_state(model: Any) -> None:
     """Make ``model`` receive ``state=`` on every call (``Trial(..., pass_state=True)``)."""
-    _remember(_PASS_STATE, model, True)
+    _PASS_STATE.remember(model, True)
 
 
 def _signature(fn: Any) -> inspect.Signature | None:
@@ -49,15 +73,6 @@ def _declares_state(model: Any) -> bool | None:
     if inspect.Parameter.VAR_KEYWORD in kinds:
         return None
     return False
-
-
-def _remember(table: dict[int, tuple[weakref.ref, bool]], key: Any, value: bool) -> None:
-    identity = id(key)
-    try:
-        reference = weakref.ref(key, lambda _, identity=identity: table.pop(identity, None))
-    except TypeError:  # not weak-referenceable: decide again next time
-        return
-    table[identity] = (reference, value)
 
 
 def describe(value: Any) -> str:
@@ -139,19 +154,13 @@ def _explain_model_error(error: Exception, model: Any, x: Any) -> ModelCallError
     return ModelCallError(message)
 
 
-def _known(table: dict[int, tuple[weakref.ref, bool]], key: Any) -> bool | None:
-    """The decision remembered for ``key``, or None."""
-    known = table.get(id(key))
-    return known[1] if known is not None and known[0]() is key else None
-
-
-def _decided(table: dict[int, tuple[weakref.ref, bool]], key: Any, decide: Callable[[Any], bool | None]) -> bool | None:
+def _decided(table: _Decisions, key: Any, decide: Callable[[Any], bool | None]) -> bool | None:
     """The decision remembered for ``key``, else ``decide(key)`` (remembered unless it is None)."""
-    decision = _known(table, key)
+    decision = table.get(id(key))
     if decision is None:
         decision = decide(key)
         if decision is not None:
-            _remember(table, key, decision)
+            table.remember(key, decision)
     return decision
 
 
@@ -161,6 +170,7 @@ def model_takes_state(model: Any) -> bool | None:
 
 
 _MODEL_FAILURES = (RuntimeError, TypeError, ValueError, IndexError)
+_SEQUENCES = (list, tuple)  # spread into several arguments
 
 
 def call_model(state: dict, model: Any, x: Any) -> Any:
@@ -171,9 +181,10 @@ def call_model(state: dict, model: Any, x: Any) -> Any:
     Raises:
         ModelCallError: the forward pass failed; the message names the model and the input.
     """
-    args = x if isinstance(x, (list, tuple)) else (x,)
-    known = _PASS_STATE.get(id(model))  # model_takes_state(model), inline: this runs every batch
-    takes_state = known[1] if known is not None and known[0]() is model else model_takes_state(model)
+    args = x if isinstance(x, _SEQUENCES) else (x,)
+    takes_state = _PASS_STATE.get(id(model))  # model_takes_state(model), inline: this runs every batch
+    if takes_state is None:
+        takes_state = model_takes_state(model)
     if takes_state is None:
         return _call_model_and_learn(state, model, args, x)
     try:
@@ -186,7 +197,7 @@ def _call_model_and_learn(state: dict, model: Any, args: Sequence, x: Any) -> An
     """0.5's rule for opaque callables: try with state, retry without, remember what worked."""
     try:
         output = model(*args, state=state)
-        _remember(_PASS_STATE, model, True)
+        _PASS_STATE.remember(model, True)
         return output
     except Exception as first:
         try:
@@ -197,7 +208,7 @@ def _call_model_and_learn(state: dict, model: Any, args: Sequence, x: Any) -> An
             else:
                 errors = [retry] if isinstance(first, TypeError) else [first, retry]
             raise Exception(errors) from retry
-        _remember(_PASS_STATE, model, False)
+        _PASS_STATE.remember(model, False)
         return output
 
 
@@ -232,19 +243,22 @@ def call_criterion(state: Mapping, criterion: Any, y_pred_key: Any, y_true_key: 
             returned a loss that is not a single value, or, with gradients enabled (training), returned
             something that is not a tensor or a tensor that does not require grad.
     """
-    known = _STATE_CRITERION.get(id(criterion))  # criterion_takes_state(criterion), inline as in call_model
-    takes_state = known[1] if known is not None and known[0]() is criterion else criterion_takes_state(criterion)
+    takes_state = _STATE_CRITERION.get(id(criterion))  # criterion_takes_state(criterion), inline as in call_model
+    if takes_state is None:
+        takes_state = criterion_takes_state(criterion)
     if takes_state is None:  # an opaque callable: 0.5's rule, try the state first and remember what worked
         try:
             loss = criterion(state)
-            _remember(_STATE_CRITERION, criterion, True)
+            _STATE_CRITERION.remember(criterion, True)
         except TypeError:
             loss = _call_on_outputs(criterion, state[y_pred_key], state[y_true_key])
-            _remember(_STATE_CRITERION, criterion, False)
+            _STATE_CRITERION.remember(criterion, False)
     elif takes_state:
         loss = criterion(state)
     else:
         loss = _call_on_outputs(criterion, state[y_pred_key], state[y_true_key])
+    if type(loss) is torch.Tensor and loss.requires_grad and loss.numel() == 1:  # a training loss: nothing to check
+        return loss
     return checked_loss(criterion, loss, state.get(y_pred_key))
 
 
@@ -260,8 +274,6 @@ def checked_loss(criterion: Any, loss: Any, y_pred: Any) -> Any:
         CriterionError: the loss is not a tensor (in training), has more than one value, or does not
             require grad in training.
     """
-    if type(loss) is torch.Tensor and loss.requires_grad and loss.numel() == 1:  # a training loss: nothing to check
-        return loss
     if not isinstance(loss, torch.Tensor):
         if torch.is_grad_enabled():  # training: backward needs a tensor
             raise CriterionError(
@@ -387,8 +399,8 @@ def _call_hint(criterion: Any, y_pred: Any, y_true: Any, arguments: Sequence, er
 
 
 def _call_on_outputs(criterion: Any, y_pred: Any, y_true: Any) -> Any:
-    predictions = y_pred if isinstance(y_pred, (list, tuple)) else (y_pred,)
-    targets = y_true if isinstance(y_true, (list, tuple)) else (y_true,)
+    predictions = y_pred if isinstance(y_pred, _SEQUENCES) else (y_pred,)
+    targets = y_true if isinstance(y_true, _SEQUENCES) else (y_true,)
     try:
         return criterion(*predictions, *targets)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:

@@ -115,7 +115,7 @@ def runs_closure_once(optimizer: Any) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _is_plain_torch_optimizer(optimizer_class: type) -> bool:
     return optimizer_class.__module__.startswith("torch.optim.") and optimizer_class is not torch.optim.LBFGS
 

@@ -114,6 +114,9 @@ def _metric_error(metric: Metric, args: tuple, error: Exception) -> MetricError:
     )
 
 
+_VALUE_DICTS = (LazyValues, dict)  # what metrics usually return: checked inline, every batch
+
+
 class MetricList(Metric):
     """All the metrics of a Trial: strings are looked up in the default registry, nested lists are flattened.
 
@@ -194,7 +197,7 @@ class MetricList(Metric):
                 except _METRIC_FAILURES as error:
                     raise _metric_error(metric, args, error) from error
                 if output is not None:
-                    if type(output) is not LazyValues and type(output) is not dict:  # the usual types, checked inline
+                    if type(output) not in _VALUE_DICTS:  # the usual types, checked inline
                         _check_output(metric, output, "process")
                     outputs.append(output)
         finally:
