@@ -162,13 +162,7 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
                 part, weights = as_weighted(value)
                 total, count = total + reduce_sum(part, dim), count + reduce_count(part, weights, dim)
         return total, count
-    if _one_kind(values) and len(set(samples)) == 1:  # the usual group: one stack
-        weight = (samples[0] or 1) if _is_scalar(values[0]) else 1
-        groups = {(weight,): list(values)}
-    else:
-        groups = _groups(values, samples)
-    for key, members in groups.items():
-        weight = key[-1]
+    for members, weight in _stackable_parts(values, samples):
         stacked, keep = _stacked(members)
         group_total = stacked.sum()
         group_count = stacked.numel() if keep is None else keep.sum()
@@ -176,6 +170,24 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
             group_total, group_count = group_total * weight, group_count * weight
         total, count = total + group_total, count + group_count
     return total, count
+
+
+def _stackable_parts(values: Sequence[Any], samples: Sequence[int | None]) -> list[tuple[Sequence[Any], int]]:
+    """The group split into parts that stack, each with the weight of its values (see :func:`sum_and_count`).
+
+    The usual groups are checked at C speed: all values alike (one part), or all but a pass's short
+    last batch (two parts). Any other group is split by shape and weight, value by value.
+    """
+    if _one_kind(values) and len(set(samples)) == 1:
+        return [(values, _weight(values[0], samples[0]))]
+    if len(values) > 1 and _one_kind(values[:-1]) and len(set(samples[:-1])) == 1 and _one_kind(values[-1:]):
+        return [(values[:-1], _weight(values[0], samples[0])), (values[-1:], _weight(values[-1], samples[-1]))]
+    return [(members, key[-1]) for key, members in _groups(values, samples).items()]
+
+
+def _weight(value: Any, samples: int | None) -> int:
+    """How many times each entry of a value counts: a single number once per sample of its batch."""
+    return (samples or 1) if _is_scalar(value) else 1
 
 
 def _groups(values: Sequence[Any], samples: Sequence[int | None]) -> dict[tuple, list]:
@@ -206,6 +218,8 @@ def batch_means(values: Sequence[Any], dim: Dim) -> list[torch.Tensor]:
     """
     if _one_kind(values):  # the usual group: one stack
         return [_run_means(values, dim)]
+    if len(values) > 1 and _one_kind(values[:-1]) and _one_kind(values[-1:]):  # all but a short last batch
+        return [_run_means(values[:-1], dim), _run_means(values[-1:], dim)]
     runs: list[list] = []
     last_shape = None
     for value in values:
