@@ -82,12 +82,13 @@ def to_python(metrics: dict) -> dict:
     float32 mean.
     """
     result = dict(metrics.items())
-    tensors = {key: value.detach() for key, value in result.items() if isinstance(value, torch.Tensor)}
+    tensors = {key: value for key, value in result.items() if isinstance(value, torch.Tensor)}
     groups: dict[tuple[torch.device, torch.dtype], list] = {}
     for key, tensor in tensors.items():
         groups.setdefault((tensor.device, tensor.dtype), []).append(key)
     for keys in groups.values():
-        host = torch.cat([tensors[key].reshape(-1) for key in keys]).cpu()  # a CPU-GPU sync point, once per pass
+        with torch.no_grad():  # the values leave any graph they are part of
+            host = torch.cat([tensors[key].reshape(-1) for key in keys]).cpu()  # a CPU-GPU sync point, once per pass
         numbers = host.tolist()
         offset = 0
         for key in keys:

@@ -66,7 +66,9 @@ class Mean(Metric):
     def process_group(self, values: Sequence[Any], samples: Sequence[int | None]) -> None:
         """Add a group of batches: their values and the number of samples in each (see :func:`sum_and_count`)."""
         total, count = sum_and_count(values, samples, self._dim)
-        self._total, self._count = self._total + total, self._count + count
+        if self._batches:
+            total, count = self._total + total, self._count + count
+        self._total, self._count = total, count
         self._batches += len(values) - sum(map(operator.is_, values, itertools.repeat(None)))  # at C speed
 
     def process_final(self, *args: Any) -> torch.Tensor | None:

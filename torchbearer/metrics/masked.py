@@ -59,12 +59,21 @@ def as_weighted(value: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         ``(values, weights)``, both detached; ``weights`` has the shape of ``values``.
     """
     if isinstance(value, Masked):
-        values = torch.as_tensor(value.values).detach()
-        values = values.to(_accumulation_dtype(values.dtype))
-        keep = (torch.as_tensor(value.mask).detach() != 0).expand_as(values)
-        return values.masked_fill(~keep, 0), keep.to(values.dtype)
-    values = torch.as_tensor(value).detach()
-    return values.to(_accumulation_dtype(values.dtype)), None
+        values, mask = _summable(value.values), torch.as_tensor(value.mask)
+        keep = mask if mask.dtype == torch.bool else mask != 0
+        if keep.shape != values.shape:
+            keep = keep.expand_as(values)
+        return torch.where(keep, values, 0.0), keep.to(values.dtype)
+    return _summable(value), None
+
+
+def _summable(value: Any) -> torch.Tensor:
+    """``value`` as a detached tensor of at least float32; no tensor operation when it already is one."""
+    tensor = torch.as_tensor(value)
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    dtype = _accumulation_dtype(tensor.dtype)
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def reduce_sum(values: torch.Tensor, dim: Dim, keepdim: bool = False) -> torch.Tensor:
@@ -162,13 +171,13 @@ def sum_and_count(values: Sequence[Any], samples: Sequence[int | None], dim: Dim
                 part, weights = as_weighted(value)
                 total, count = total + reduce_sum(part, dim), count + reduce_count(part, weights, dim)
         return total, count
-    for members, weight in _stackable_parts(values, samples):
+    for part, (members, weight) in enumerate(_stackable_parts(values, samples)):
         stacked, keep = _stacked(members)
-        group_total = stacked.sum()
-        group_count = stacked.numel() if keep is None else keep.sum()
+        part_total = stacked.sum()
+        part_count = stacked.numel() if keep is None else keep.sum()
         if weight != 1:
-            group_total, group_count = group_total * weight, group_count * weight
-        total, count = total + group_total, count + group_count
+            part_total, part_count = part_total * weight, part_count * weight
+        total, count = (part_total, part_count) if part == 0 else (total + part_total, count + part_count)
     return total, count
 
 
