@@ -321,6 +321,26 @@ def test_projector_writes_data_once_and_features_every_epoch(tmp_path):
         assert (log_dir / subdir / "sprite.png").exists()
 
 
+def test_projector_records_an_evaluation_at_the_last_trained_epoch_beside_that_epochs_features(tmp_path):
+    callback = TensorBoardProjector(str(tmp_path), num_images=15, avg_pool_size=2)
+    trial = _trial([callback], images=True)
+    trial.run(2)
+    trial.evaluate()
+
+    config = (tmp_path / "TinyConvNet_torchbearer" / "projector_config.pbtxt").read_text()
+    names = [line.split('"')[1] for line in config.splitlines() if "tensor_name" in line]
+    assert names == ["data:-0001", "features:00000", "features:00001", "features_val:00001"]
+
+
+def test_projector_evaluation_before_training_writes_the_data_at_step_minus_one(tmp_path):
+    callback = TensorBoardProjector(str(tmp_path), num_images=15, avg_pool_size=2)
+    _trial([callback], images=True).evaluate()
+
+    config = (tmp_path / "TinyConvNet_torchbearer" / "projector_config.pbtxt").read_text()
+    names = [line.split('"')[1] for line in config.splitlines() if "tensor_name" in line]
+    assert names == ["data:-0001", "features_val:-0001"]
+
+
 def test_falls_back_to_tensorboardx_without_torch_tensorboard(tmp_path, monkeypatch):
     tensorboardX = pytest.importorskip("tensorboardX")
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)

@@ -31,7 +31,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
-from torchbearer.callbacks.evaluation import logged_epoch
+from torchbearer.callbacks.evaluation import evaluated_data, logged_epoch
 from torchbearer.devices import unwrap_model
 from torchbearer.distributed import is_fsdp_model, is_rank_zero
 from torchbearer.metric_values import to_python
@@ -703,6 +703,9 @@ class TensorBoardProjector(AbstractTensorBoard):
     labels ``Y_TRUE`` are the metadata and the pooled inputs the thumbnails. The samples are copied to the
     host as they are collected (a sync on each validation step until ``num_images`` are gathered).
 
+    An ``evaluate()`` writes its features with tag ``features_val`` (``features_test``, ...) at the last
+    trained epoch, next to that epoch's own, and the ``data`` embedding only for a trial not trained yet.
+
     Args:
         log_dir: Root directory of the logs.
         comment: Suffix of the run's directory name.
@@ -737,8 +740,7 @@ class TensorBoardProjector(AbstractTensorBoard):
         self._active = False
 
     def on_start_validation(self, state: dict) -> None:
-        first_epoch_data = self.write_data and state[torchbearer.EPOCH] == 0
-        self._active = first_epoch_data or self.write_features
+        self._active = self._writes_data(state) or self.write_features
         self._samples = {"inputs": [], "labels": [], "features": []}
         self._collected = 0
 
@@ -766,14 +768,20 @@ class TensorBoardProjector(AbstractTensorBoard):
         inputs = torch.cat(self._samples["inputs"])
         labels = torch.cat(self._samples["labels"]).tolist()
         thumbnails = inputs if inputs.dim() == 4 else None
-        epoch = state[torchbearer.EPOCH]
-        if self.write_data and epoch == 0:
+        if self._writes_data(state):
             data = inputs.mean(dim=1) if self.avg_data_channels and inputs.dim() == 4 else inputs
             data = data.reshape(data.shape[0], -1)
             self.writer.add_embedding(data, metadata=labels, label_img=thumbnails, tag="data", global_step=-1)
         if self.write_features:
             features = torch.cat(self._samples["features"])
+            evaluated = evaluated_data(state)
+            tag = "features" if evaluated is None else f"features_{evaluated}"
             self.writer.add_embedding(
-                features, metadata=labels, label_img=thumbnails, tag="features", global_step=epoch
+                features, metadata=labels, label_img=thumbnails, tag=tag, global_step=logged_epoch(state)
             )
         self._active = False
+
+    def _writes_data(self, state: dict) -> bool:
+        """The ``data`` embedding is written in a run's epoch 0, or by an evaluation of a trial not trained yet."""
+        first = logged_epoch(state) == (0 if evaluated_data(state) is None else -1)
+        return self.write_data and first
