@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from torchbearer import checks, distributed, prefetch
 from torchbearer.bases import Callback, cite, standard_closure
@@ -20,7 +18,7 @@ from torchbearer.callbacks.evaluation import EVALUATION
 from torchbearer.calling import always_pass_state
 from torchbearer.compiling import TrialCompilation
 from torchbearer.devices import deep_to, unwrap_model, update_device_and_dtype
-from torchbearer.errors import ConfigurationError, ConfigurationTypeError, TorchbearerWarning
+from torchbearer.errors import ConfigurationError, TorchbearerWarning
 from torchbearer.injection import (
     CallbackListInjection,
     MockModel,
@@ -32,7 +30,6 @@ from torchbearer.injection import (
     inject_sampler,
 )
 from torchbearer.loading import (
-    BatchLoader,
     load_batch_infinite,
     load_batch_none,
     load_batch_predict,
@@ -83,6 +80,8 @@ from torchbearer.state import (
     StateKey,
 )
 from torchbearer.summary import model_summary
+from torchbearer.trial_data import DATA_KEYS, SHORT_NAMES, DataBuilders
+from torchbearer.trial_options import StepOptions
 
 __all__ = [
     "Trial",
@@ -102,48 +101,6 @@ __all__ = [
 ]
 
 
-class _DataKeys(dict):
-    """The three data sets by key; any other key (``evaluate(data_key='val')``) is a clear error."""
-
-    def __missing__(self, key: Any) -> tuple:
-        raise ConfigurationError(
-            f"data_key {key!r} is not a data set: use torchbearer.TRAIN_DATA, torchbearer.VALIDATION_DATA or "
-            "torchbearer.TEST_DATA"
-        )
-
-
-_DATA_KEYS = _DataKeys({
-    TRAIN_DATA: (TRAIN_GENERATOR, TRAIN_STEPS, "training"),
-    VALIDATION_DATA: (VALIDATION_GENERATOR, VALIDATION_STEPS, "validation"),
-    TEST_DATA: (TEST_GENERATOR, TEST_STEPS, "test"),
-})  # fmt: skip
-_SHORT_NAMES = {"training": "train", "validation": "val", "test": "test"}  # as in with_val_data, for_val_steps
-
-
-def _empty_generator_error(label: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"the {label} generator is empty (length 0): check the dataset and that batch_size is not "
-        "larger than the dataset with drop_last=True"
-    )
-
-
-def _tensor_loader(data_key, dataset, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    """A ``DataLoader`` over tensors; an empty one is refused here, before a shuffling sampler fails on it."""
-    if len(dataset) == 0:
-        raise _empty_generator_error(_DATA_KEYS[data_key][2])
-    return DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=num_workers)
-
-
-def _int_steps(steps: Any, label: str) -> int:
-    if not isinstance(steps, int):
-        warnings.warn(f"Number of {label} steps is not an int, casting to int", stacklevel=3)
-        try:
-            steps = int(steps)
-        except (TypeError, ValueError) as error:
-            raise ConfigurationError(f"the number of {label} steps must be an int, got {steps!r}") from error
-    return steps
-
-
 @cite(
     """@article{2018torchbearer,
   title={Torchbearer: A Model Fitting Library for PyTorch},
@@ -152,7 +109,7 @@ def _int_steps(steps: Any, label: str) -> int:
   year={2018}
 }"""
 )
-class Trial:
+class Trial(DataBuilders, StepOptions):
     """Fits a model: holds the model, optimizer, criterion, metrics and callbacks in a state dict.
 
     Args:
@@ -256,300 +213,10 @@ class Trial:
         ]
         return "".join(f"{(' ' + title.upper() + ' ').center(52, '-')}\n{value}\n\n" for title, value in sections)
 
-    # ----------------------------------------------------------------------------------- data
-    def _with_generator(self, data_key, generator, steps) -> Trial:
-        generator_key, steps_key, label = _DATA_KEYS[data_key]
-        short = _SHORT_NAMES[label]
-        if isinstance(generator, torch.Tensor):
-            raise ConfigurationTypeError(
-                f"with_{short}_generator got a tensor; it needs a DataLoader (or another re-iterable of batches). "
-                f"For tensors use with_{short}_data(x{', y' if short != 'test' else ''}, batch_size=...)"
-            )
-        self.state[generator_key] = generator
-        if steps is None:
-            steps = self.state[steps_key]
-        try:
-            length = len(generator)
-        except TypeError as error:
-            if steps is None:
-                raise ConfigurationError(
-                    f"the {label} generator {type(generator).__name__} has no length, so the number of steps "
-                    f"per epoch is unknown: pass steps=N to with_{short}_generator or call for_{short}_steps(N)"
-                ) from error
-            length = None
-        if length == 0:
-            raise _empty_generator_error(label)
-        return self._for_steps(data_key, length if steps is None else steps)
-
-    def with_train_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
-        """Train on ``generator`` (re-iterated each epoch), ``steps`` batches per epoch (default its length).
-
-        Raises:
-            ConfigurationTypeError: ``generator`` is a tensor (use :meth:`with_train_data`).
-            ConfigurationError: the generator is empty, or has no length and no ``steps`` are given.
-        """
-        return self._with_generator(TRAIN_DATA, generator, steps)
-
-    def with_val_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
-        """Validate on ``generator`` after each training pass; also the default for ``evaluate``."""
-        return self._with_generator(VALIDATION_DATA, generator, steps)
-
-    def with_test_generator(self, generator: Iterable[Any], steps: int | None = None) -> Trial:
-        """Use ``generator`` for ``predict``."""
-        return self._with_generator(TEST_DATA, generator, steps)
-
-    def with_generators(
-        self, train_generator: Iterable[Any] | None = None, val_generator: Iterable[Any] | None = None,
-        test_generator: Iterable[Any] | None = None, train_steps: int | None = None, val_steps: int | None = None,
-        test_steps: int | None = None,
-    ) -> Trial:  # fmt: skip
-        """Set any of the train, validation and test generators at once."""
-        if train_generator is not None:
-            self.with_train_generator(train_generator, train_steps)
-        if val_generator is not None:
-            self.with_val_generator(val_generator, val_steps)
-        if test_generator is not None:
-            self.with_test_generator(test_generator, test_steps)
-        return self
-
-    def with_train_data(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = True, num_workers: int = 0,
-        steps: int | None = None,
-    ) -> Trial:  # fmt: skip
-        """Train on tensors ``x``, ``y`` through a ``DataLoader`` (in this process: tensors in memory need no workers).
-
-        Raises:
-            ConfigurationTypeError: ``x`` or ``y`` is not a tensor.
-            ConfigurationError: ``x`` and ``y`` differ in length, or the loader would be empty.
-        """
-        dataset = checks.tensor_dataset("with_train_data", x=x, y=y)
-        loader = _tensor_loader(TRAIN_DATA, dataset, batch_size, shuffle, num_workers)
-        return self.with_train_generator(loader, steps=steps)
-
-    def with_val_data(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1, shuffle: bool = False, num_workers: int = 0,
-        steps: int | None = None,
-    ) -> Trial:  # fmt: skip
-        """Validate on tensors ``x``, ``y`` in order through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
-        dataset = checks.tensor_dataset("with_val_data", x=x, y=y)
-        loader = _tensor_loader(VALIDATION_DATA, dataset, batch_size, shuffle, num_workers)
-        return self.with_val_generator(loader, steps=steps)
-
-    def with_test_data(
-        self, x: torch.Tensor, batch_size: int = 1, num_workers: int = 0, steps: int | None = None
-    ) -> Trial:  # fmt: skip
-        """Predict on tensor ``x`` (unshuffled) through a ``DataLoader`` (errors as in :meth:`with_train_data`)."""
-        loader = DataLoader(checks.tensor_dataset("with_test_data", x=x), batch_size, num_workers=num_workers)
-        return self.with_test_generator(loader, steps=steps)
-
-    def with_data(
-        self, x_train: torch.Tensor | None = None, y_train: torch.Tensor | None = None,
-        x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None, x_test: torch.Tensor | None = None,
-        batch_size: int = 1, num_workers: int = 0, train_steps: int | None = None, val_steps: int | None = None,
-        test_steps: int | None = None, shuffle: bool = True,
-    ) -> Trial:  # fmt: skip
-        """Set train, validation and test tensors at once; parts left ``None`` are skipped.
-
-        ``shuffle`` applies to the training data only: validation and test data are read in order.
-        """
-        if x_train is not None and y_train is not None:
-            self.with_train_data(x_train, y_train, batch_size, shuffle, num_workers, train_steps)
-        if x_val is not None and y_val is not None:
-            self.with_val_data(x_val, y_val, batch_size, False, num_workers, val_steps)
-        if x_test is not None:
-            self.with_test_data(x_test, batch_size, num_workers, test_steps)
-        return self
-
-    def _for_steps(self, data_key, steps) -> Trial:
-        generator_key, steps_key, label = _DATA_KEYS[data_key]
-        steps = _int_steps(steps, label)
-        self.state[steps_key] = steps
-        self.state[data_key] = (self.state[generator_key], steps)
-        return self
-
-    def for_train_steps(self, steps: int) -> Trial:
-        """Run ``steps`` training batches per epoch (-1: until a callback stops training)."""
-        return self._for_steps(TRAIN_DATA, steps)
-
-    def for_val_steps(self, steps: int) -> Trial:
-        """Run ``steps`` validation batches per epoch."""
-        return self._for_steps(VALIDATION_DATA, steps)
-
-    def for_test_steps(self, steps: int) -> Trial:
-        """Run ``steps`` batches in ``predict``."""
-        return self._for_steps(TEST_DATA, steps)
-
-    def for_steps(
-        self, train_steps: int | None = None, val_steps: int | None = None, test_steps: int | None = None
-    ) -> Trial:
-        """Set any of the step counts at once."""
-        if train_steps is not None:
-            self.for_train_steps(train_steps)
-        if val_steps is not None:
-            self.for_val_steps(val_steps)
-        if test_steps is not None:
-            self.for_test_steps(test_steps)
-        return self
-
-    def for_inf_train_steps(self) -> Trial:
-        """Train until a callback sets ``STOP_TRAINING``."""
-        return self.for_train_steps(-1)
-
-    def for_inf_val_steps(self) -> Trial:
-        """Validate until a callback sets ``STOP_TRAINING``."""
-        return self.for_val_steps(-1)
-
-    def for_inf_test_steps(self) -> Trial:
-        """Predict until a callback sets ``STOP_TRAINING``."""
-        return self.for_test_steps(-1)
-
-    def for_inf_steps(self, train: bool = True, val: bool = True, test: bool = True) -> Trial:
-        """Make each flagged pass infinite."""
-        if train:
-            self.for_inf_train_steps()
-        if val:
-            self.for_inf_val_steps()
-        if test:
-            self.for_inf_test_steps()
-        return self
-
-    def with_inf_train_loader(self) -> Trial:
-        """Keep one training iterator across epochs, restarting it only when exhausted."""
-        self.state[INF_TRAIN_LOADING] = True
-        return self
-
-    def with_loader(self, batch_loader: BatchLoader) -> Trial:
-        """Use ``batch_loader(state)`` to load every batch of every pass."""
-        checks.require_callable("with_loader", batch_loader, "a function batch_loader(state)")
-        self.state[LOADER] = batch_loader
-        return self
-
-    def with_closure(self, closure: Callable[[dict], Any]) -> Trial:
-        """Replace the training step's closure (called as ``closure(state)`` inside ``optimizer.step``)."""
-        checks.require_callable("with_closure", closure, "a function closure(state), e.g. from base_closure(...)")
-        self.closure = closure
-        self._own_closure = True
-        return self
-
-    # ----------------------------------------------------------------------------------- speed
-    def with_precision(self, precision: str = "bf16") -> Trial:
-        """Train and evaluate under mixed precision: ``'bf16'``, ``'fp16'`` or ``'fp32'`` (off).
-
-        ``bf16`` autocasts the forward pass and criterion; ``fp16`` also scales the loss with a
-        ``torch.amp.GradScaler`` (skipping steps whose gradients overflow, saved in ``state_dict``).
-        It may come before or after ``to(device)``. Gradient clipping callbacks unscale the gradients first.
-
-        Example:
-            >>> Trial(model, optimizer, loss).to('cuda').with_precision('bf16')  # doctest: +SKIP
-        """
-        from torchbearer.precision import autocast_dtype, device_type
-
-        dtype = autocast_dtype(precision)
-        self.state[AUTOCAST_DTYPE] = dtype
-        scaler = None
-        if dtype is torch.float16:
-            scaler = torch.amp.GradScaler(device_type(self.state[DEVICE]))
-        self.state[GRAD_SCALER] = scaler
-        return self
-
-    def with_compile(self, explain: bool = False, **compile_kwargs: Any) -> Trial:
-        """Compile the training step as a hand-written loop would: forward, loss and backward as one graph.
-
-        Each training pass runs the model, the criterion and ``loss.backward()`` as one compiled function
-        when no callback overrides ``on_forward`` or ``on_criterion`` (which would run inside it); else
-        the step runs as without compile, around the compiled model. Validation and prediction use the
-        compiled model. See ``docs/guide/compile.md`` for what splits the region, shapes and CUDA graphs.
-        State dicts and checkpoints still hold the plain model's keys (no ``_orig_mod.`` prefix).
-
-        Args:
-            explain: Print, at the first training batch, how many graphs the step compiles into and why
-                it breaks (``torch._dynamo.explain``), or why the step cannot be one region.
-            **compile_kwargs: For ``torch.compile``: ``mode`` (``'reduce-overhead'`` for CUDA graphs on a
-                GPU), ``dynamic``, ``backend``, ``options``, ...
-
-        Raises:
-            ConfigurationError: the model is not an ``nn.Module``.
-
-        Example:
-            >>> Trial(model, optimizer, loss, metrics=['acc']).with_compile(explain=True)  # doctest: +SKIP
-        """
-        model = self.state[MODEL]
-        if not isinstance(model, torch.nn.Module):
-            raise ConfigurationError(f"with_compile needs an nn.Module model, got {type(model).__name__}")
-        self._compilation = TrialCompilation(compile_kwargs, explain)
-        if unwrap_model(model) is model:
-            self.state[MODEL] = self._compilation.compile_model(model)
-        return self
-
-    def with_accumulation(self, steps: int) -> Trial:
-        """Add up the gradients of ``steps`` batches before each optimizer step.
-
-        The loss of each batch is divided by ``steps``, so with a mean-reduced loss one step over
-        ``steps`` batches equals one step over their concatenation (for models without batch
-        statistics). Under DistributedDataParallel the gradient all-reduce runs only on the last one.
-        """
-        if not isinstance(steps, int) or steps < 1:
-            raise ConfigurationError(f"with_accumulation needs a positive int number of batches, got {steps!r}")
-        self.state[ACCUMULATION_STEPS] = steps
-        return self
-
-    def with_prefetch(self, enabled: bool = True) -> Trial:
-        """Load each batch one step ahead and start its copy to the device while the current batch trains.
-
-        On a GPU the copy runs on a side CUDA stream; give the ``DataLoader`` ``pin_memory=True`` so that
-        it overlaps with compute. On the CPU there is nothing to overlap and batches arrive as before.
-
-        Example:
-            >>> trial.to('cuda').with_prefetch()  # doctest: +SKIP
-        """
-        self.state[PREFETCH] = bool(enabled)
-        return self
-
-    def with_distributed(self, enabled: bool = True, strategy: str = "ddp", **options: Any) -> Trial:
-        """Choose how the Trial scales out on ``torch.distributed`` (see ``docs/scaling-out.md``).
-
-        Without this call a Trial launched by ``torchrun`` already trains data-parallel with DDP.
-
-        Args:
-            enabled: ``False`` turns the automation off: no wrapping, no samplers, no metric reduction.
-            strategy: ``'ddp'`` (DistributedDataParallel) or ``'fsdp'`` (FSDP2 ``fully_shard``).
-            **options: ``backend``, ``timeout`` (seconds), ``shard_modules`` and ``state_dict_type``
-                (``'full'`` or ``'sharded'``) for FSDP, and keyword arguments for the wrapper; see
-                :func:`torchbearer.distributed.configure`.
-
-        Example:
-            >>> trial.with_distributed(strategy='fsdp', shard_modules=(nn.TransformerEncoderLayer,))  # doctest: +SKIP
-        """
-        distributed.configure(self.state, enabled, strategy, **options)
-        return self
-
-    def with_preemption(
-        self,
-        path: str | None,
-        signals: Sequence[signal.Signals] = (signal.SIGTERM,),
-        exit_code: int = distributed.PREEMPTED_EXIT_CODE,
-    ) -> Trial:
-        """On SIGTERM during ``run``: finish the batch, write a checkpoint to ``path``, exit with status 143.
-
-        Every rank stops at the same step and the checkpoint resumes bit-identically (load it before ``run``
-        with ``torchbearer.distributed.load_checkpoint``); see :mod:`torchbearer.distributed.preemption`
-        and ``docs/scaling-out.md``. ``path=None`` switches it off.
-
-        Args:
-            path: The checkpoint file (a folder for sharded FSDP checkpoints).
-            signals: The signals to act on, e.g. ``(signal.SIGTERM, signal.SIGUSR1)``.
-            exit_code: The status ``torchbearer.distributed.Preempted`` (a ``SystemExit``) exits with.
-
-        Example:
-            >>> trial.with_preemption('checkpoints/last.pt')  # doctest: +SKIP
-        """
-        distributed.preemption.configure(self.state, path, signals, exit_code)
-        return self
-
     # ----------------------------------------------------------------------------------- passes
     def _prepare_pass(self, state: dict, data_key, default_loader) -> None:
         """Point the state at one data set: its generator, steps, batch loader and a fresh iterator."""
-        generator_key, steps_key, _ = _DATA_KEYS[data_key]
+        generator_key, steps_key, _ = DATA_KEYS[data_key]
         generator, steps = self.state[generator_key], self.state[steps_key]
         steps = 0 if steps is None else steps
         if steps == -1:
@@ -585,7 +252,7 @@ class Trial:
         return state
 
     def _has(self, data_key) -> bool:
-        generator_key, steps_key, _ = _DATA_KEYS[data_key]
+        generator_key, steps_key, _ = DATA_KEYS[data_key]
         return self.state[generator_key] is not None or self.state[steps_key] is not None
 
     def _check_model(self, stacklevel: int) -> None:
@@ -756,8 +423,8 @@ class Trial:
         if (method, data_key) in self._warned_without_data:
             return
         self._warned_without_data.add((method, data_key))
-        label = _DATA_KEYS[data_key][2]
-        short = _SHORT_NAMES[label]
+        label = DATA_KEYS[data_key][2]
+        short = SHORT_NAMES[label]
         warnings.warn(
             f"{method}() has no {label} data, so it returned {result}: give data with with_{short}_data / "
             f"with_{short}_generator (or for_{short}_steps(N) to run without data), or choose another data set "
@@ -767,7 +434,7 @@ class Trial:
         )
 
     def _evaluation_pass(self, state: dict) -> None:
-        state[EVALUATION] = _SHORT_NAMES[_DATA_KEYS[state[DATA]][2]]  # loggers record it at the trial's epoch
+        state[EVALUATION] = SHORT_NAMES[DATA_KEYS[state[DATA]][2]]  # loggers record it at the trial's epoch
         callbacks = state[CALLBACK_LIST]
         callbacks.on_start(state)
         callbacks.on_start_epoch(state)
