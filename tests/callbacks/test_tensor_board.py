@@ -6,7 +6,7 @@ import torch
 
 import torchbearer
 from torchbearer.bases import Callback
-from torchbearer.callbacks import tensor_board
+from torchbearer.callbacks import tensor_board, writers
 from torchbearer.callbacks.tensor_board import (
     AbstractTensorBoard,
     TensorBoard,
@@ -50,7 +50,7 @@ def _trial(callbacks, images=False, validation=True):
 def _close_writers_after_each_test():
     """Callbacks keep their writers between a trial's calls; close what a test left open."""
     yield
-    tensor_board._close_open_writers()
+    writers._close_open_writers()
 
 
 def _events(path):
@@ -147,10 +147,10 @@ def test_writers_are_flushed_after_each_call_kept_for_the_next_and_closed_by_clo
 
     assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/loss")] == [0]
     assert all(callback.writer is not None and callback.batch_writer is None for callback in callbacks)
-    assert list(tensor_board._writers) == [(str(tmp_path / "Linear_torchbearer"), False)]  # the batch writer closed
+    assert list(writers._writers) == [(str(tmp_path / "Linear_torchbearer"), False)]  # the batch writer closed
     for callback in callbacks:
         callback.close()
-    assert tensor_board._writers == {}
+    assert writers._writers == {}
     assert all(callback.writer is None for callback in callbacks)
 
 
@@ -200,21 +200,6 @@ def test_evaluate_before_any_training_is_logged_at_epoch_minus_one(tmp_path):
     trial.run(1)
 
     assert [step for step, _ in _scalars(_events(tmp_path / "Linear_torchbearer"), "epoch/val_loss")] == [-1, 0]
-
-
-def test_writer_is_shared_per_directory_and_closed_by_its_last_user(tmp_path):
-    first, second = object(), object()
-    writer = tensor_board.get_writer(str(tmp_path), first)
-    assert tensor_board.get_writer(str(tmp_path), second) is writer
-
-    tensor_board.close_writer(str(tmp_path), first)
-    writer.add_scalar("still/open", 1.0, 0)
-    tensor_board.close_writer(str(tmp_path), second)
-
-    assert tensor_board._writers == {}
-    assert tensor_board.get_writer(str(tmp_path), first) is not writer
-    tensor_board.close_writer(str(tmp_path), first)
-    assert _scalars(_events(tmp_path), "still/open") == [(0, 1.0)]
 
 
 def test_add_metric_logs_the_elements_of_lists_and_dicts(tmp_path):
@@ -341,17 +326,6 @@ def test_projector_evaluation_before_training_writes_the_data_at_step_minus_one(
     assert names == ["data:-0001", "features_val:-0001"]
 
 
-def test_falls_back_to_tensorboardx_without_torch_tensorboard(tmp_path, monkeypatch):
-    tensorboardX = pytest.importorskip("tensorboardX")
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    writer = tensor_board.get_writer(str(tmp_path), "test")
-    assert isinstance(writer, tensorboardX.SummaryWriter)
-    writer.add_scalar("epoch/loss", 0.5, 2)
-    tensor_board.close_writer(str(tmp_path), "test")
-
-    assert _scalars(_events(tmp_path), "epoch/loss") == [(2, 0.5)]
-
-
 def test_missing_tensorboard_raises_import_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
@@ -396,4 +370,4 @@ def test_ranks_other_than_zero_write_nothing(tmp_path, monkeypatch):
         getattr(callback, hook)(state)
 
     assert os.listdir(tmp_path) == []
-    assert tensor_board._writers == {}
+    assert writers._writers == {}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import torchbearer
-from torchbearer.callbacks import tensor_board
+from torchbearer.callbacks import writers
 from torchbearer.callbacks.tensor_board import TensorBoard, TensorBoardImages, TensorBoardText, VisdomParams
 
 visdom = pytest.importorskip("visdom")
@@ -123,7 +123,7 @@ def test_epoch_metrics_arrive_as_line_plots(params):
     windows = _windows(params)
     for name in ("loss", "acc", "val_loss"):
         assert _plot(windows, f"epoch-{name}") == [(e, pytest.approx(history[e][name])) for e in range(2)]
-    assert tensor_board._writers == {}
+    assert writers._writers == {}
 
 
 def test_batch_metrics_steps_count_across_epochs(params):

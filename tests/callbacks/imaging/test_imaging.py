@@ -322,14 +322,14 @@ def test_a_subclass_with_its_own_step_hooks_still_makes_its_images_in_a_trial():
 def test_to_tensorboard_logs_an_evaluation_at_the_last_trained_epoch_in_the_same_event_file(tmp_path):
     pytest.importorskip("torchvision")
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    from torchbearer.callbacks import tensor_board
+    from torchbearer.callbacks import writers
 
     callback = MakeGrid(torchbearer.X, num_images=4, nrow=2).on_val()
     callback.to_tensorboard(name="grid", log_dir=str(tmp_path), comment="run")
     trial = _trial([callback])
     trial.run(2)
     trial.evaluate()
-    tensor_board.close_writer(str(tmp_path / "run"), callback)
+    writers.close_writer(str(tmp_path / "run"), callback)
 
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     events = event_accumulator.EventAccumulator(str(tmp_path / "run"))

@@ -237,7 +237,7 @@ class ImagingCallback(Callback):
         file holds all its images) and release its visdom writers."""
         if not self._writers:
             return
-        from torchbearer.callbacks.tensor_board import close_writer
+        from torchbearer.callbacks.writers import close_writer
 
         for (log_dir, visdom), writer in list(self._writers.items()):
             if visdom:
@@ -354,7 +354,7 @@ class ImagingCallback(Callback):
         return self.with_handler(handler, index)
 
     def _writer(self, log_dir: str, visdom: bool, visdom_params: Any) -> Any:
-        from torchbearer.callbacks.tensor_board import get_writer
+        from torchbearer.callbacks.writers import get_writer
 
         if (log_dir, visdom) not in self._writers:
             self._writers[(log_dir, visdom)] = get_writer(log_dir, self, visdom=visdom, visdom_params=visdom_params)
@@ -397,7 +397,7 @@ class ImagingCallback(Callback):
             name: Window name, formatted with ``index``.
             log_dir: Parent folder of the writer's log.
             comment: Sub-folder of this run.
-            visdom_params: A ``torchbearer.callbacks.tensor_board.VisdomParams`` (server, port, env...).
+            visdom_params: A ``torchbearer.callbacks.writers.VisdomParams`` (server, port, env...).
             index: Which images of the batch (see :meth:`with_handler`).
         """
         directory = os.path.join(log_dir, comment)
