@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-import numpy as np
-import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as schedulers
 
 from torchbearer.bases import Callback, get_metric
+from torchbearer.callbacks.scheduler_state import (
+    group_hyperparameters,
+    like_template,
+    restore_hyperparameters,
+    to_plain,
+)
 from torchbearer.state import EPOCH, MODEL, OPTIMIZER
 
 SchedulerBuilder = Callable[..., Any]
@@ -100,7 +102,7 @@ class TorchScheduler(Callback):
             return {"scheduler": copy.deepcopy(self._pending_state)}
         if self._scheduler is None:
             return {}
-        return {"scheduler": _to_plain(self._scheduler.state_dict())}
+        return {"scheduler": to_plain(self._scheduler.state_dict())}
 
     def load_state_dict(self, state_dict: dict) -> TorchScheduler:
         """Keep the saved scheduler state; the next ``on_start`` builds the scheduler and applies it."""
@@ -116,11 +118,11 @@ class TorchScheduler(Callback):
 
     def _resume(self, optimizer: Optimizer) -> Any:
         """Build a scheduler over ``optimizer`` and continue it from the pending saved state."""
-        hyperparameters = _group_hyperparameters(optimizer)
+        hyperparameters = group_hyperparameters(optimizer)
         scheduler = self._build(optimizer, last_epoch=-1)
         # _like builds new containers, so schedulers that pop keys from what they load leave ours intact.
-        scheduler.load_state_dict(_like(scheduler.state_dict(), self._pending_state))
-        _restore_hyperparameters(optimizer, hyperparameters, scheduler.get_last_lr())
+        scheduler.load_state_dict(like_template(scheduler.state_dict(), self._pending_state))
+        restore_hyperparameters(optimizer, hyperparameters, scheduler.get_last_lr())
         self._pending_state = None
         return scheduler
 
@@ -135,73 +137,6 @@ class TorchScheduler(Callback):
         value = get_metric("Scheduler", state, self._monitor)
         if value is not None:
             self._scheduler.step(value)
-
-
-def _group_hyperparameters(optimizer: Optimizer) -> list[dict]:
-    """Copy every param group's settings except its parameters (tensor values are cloned)."""
-    return [
-        {key: _detached_copy(value) for key, value in group.items() if key != "params"}
-        for group in optimizer.param_groups
-    ]
-
-
-def _detached_copy(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
-
-
-def _restore_hyperparameters(optimizer: Optimizer, saved: list[dict], last_lrs: Sequence[Any]) -> None:
-    """Put ``saved`` group settings back, then set each group's lr to the scheduler's last value."""
-    for group, settings, lr in zip(optimizer.param_groups, saved, last_lrs):
-        for key, value in {**settings, "lr": lr}.items():
-            current = group.get(key)
-            if isinstance(current, torch.Tensor) and isinstance(value, (torch.Tensor, float, int)):
-                current.fill_(value)  # keep tensor identity (capturable / fused optimizers hold it)
-            else:
-                group[key] = value
-
-
-_PLAIN_SCALARS = (type(None), bool, int, float, str)
-_LEFT_OUT = object()
-
-
-def _to_plain(value: Any, path: str = "scheduler") -> Any:
-    """Turn a scheduler state into tensors, numbers, strings, lists and string-keyed dicts.
-
-    A ``Counter`` (MultiStepLR's milestones) becomes the sorted list of its elements, which
-    :func:`_like` turns back on loading; numpy values become Python numbers and lists. Anything
-    else that ``torch.load(weights_only=True)`` could not read (e.g. an arbitrary object inside a
-    callable ``lr_lambda``) is left out with a warning naming where it was.
-    """
-    if isinstance(value, Counter):
-        return sorted(value.elements())
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        items = ((key, _to_plain(item, f"{path}[{key!r}]")) for key, item in value.items())
-        return {key: item for key, item in items if item is not _LEFT_OUT}
-    if isinstance(value, (list, tuple)):
-        items = (_to_plain(item, f"{path}[{index}]") for index, item in enumerate(value))
-        return [item for item in items if item is not _LEFT_OUT]
-    if type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
-        return value
-    warnings.warn(
-        f"TorchScheduler: {path} holds a {type(value).__name__}, which torch.load(weights_only=True) cannot "
-        "read; it is left out of the saved state (the rebuilt scheduler keeps its constructed value)",
-        stacklevel=4,
-    )
-    return _LEFT_OUT
-
-
-def _like(template: Any, saved: Any) -> Any:
-    """Give ``saved`` (from :func:`_to_plain`) the container types of ``template`` (a fresh state)."""
-    if isinstance(template, Counter) and isinstance(saved, list):
-        return Counter(saved)
-    if isinstance(template, Mapping) and isinstance(saved, Mapping):
-        return {key: _like(template.get(key), item) for key, item in saved.items()}
-    if isinstance(template, (list, tuple)) and isinstance(saved, list) and len(template) == len(saved):
-        items = [_like(old, new) for old, new in zip(template, saved)]
-        return tuple(items) if isinstance(template, tuple) else items
-    return saved
 
 
 def _as_builder(entry: InnerScheduler) -> SchedulerBuilder:
