@@ -112,6 +112,10 @@ __all__ = [
 class Trial(DataBuilders, StepOptions):
     """Fits a model: holds the model, optimizer, criterion, metrics and callbacks in a state dict.
 
+    The builder methods for data (``with_train_data``, ``for_steps``, ...) come from
+    :class:`~torchbearer.trial_data.DataBuilders`, those for the step (``with_precision``, ``with_compile``,
+    ...) from :class:`~torchbearer.trial_options.StepOptions`; this class holds the fitting itself.
+
     Args:
         model: The module (or any callable) to fit; ``None`` gives a model that returns ``None``.
         optimizer: A torch optimizer; ``None`` gives one whose ``step`` only runs the closure.
