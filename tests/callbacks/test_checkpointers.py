@@ -1,6 +1,7 @@
 """Checkpointers: file names, which files exist after each epoch, what they contain, and resuming."""
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -278,3 +279,65 @@ def test_default_pattern_names_files_by_epoch_and_val_loss_in_a_trial(tmp_path, 
     trial = _trial([ModelCheckpoint()], x, y)
     history = trial.run(1)
     assert _files(tmp_path) == [f"model.00-{history[0]['val_loss']:.2f}.pt"]
+
+
+# ------------------------------------------------------------------------------------------- resuming from a file
+
+
+def _set_val_acc(values):
+    """A callback that sets this epoch's val_acc from ``values``, so that the best epoch is known."""
+
+    @torchbearer.callbacks.on_end_epoch
+    def set_val_acc(state):
+        state[torchbearer.METRICS]["val_acc"] = values[state[torchbearer.EPOCH]]
+
+    return set_val_acc
+
+
+def test_a_checkpoint_holds_the_other_checkpointers_decisions_for_its_own_epoch(tmp_path, classification_data):
+    x, y = classification_data
+    val_acc = [0.5, 0.9, 0.7, 0.6]  # epoch 1 is the best
+    latest, best_file = str(tmp_path / "latest.pt"), str(tmp_path / "best.pt")
+
+    def callbacks():
+        return [
+            _set_val_acc(val_acc),
+            MostRecent(latest),
+            Best(best_file, save_model_params_only=True, monitor="val_acc"),
+        ]
+
+    first = _trial(callbacks(), x, y)
+    first.run(2)
+    weights_of_the_best_epoch = torch.load(best_file)
+    saved = torch.load(latest)
+    assert saved["callback_list"]["callback_states"][2]["best"] == 0.9  # Best decided on epoch 1 before the save
+
+    resumed = _trial(callbacks(), x, y)
+    resumed.load_state_dict(saved)
+    resumed.run(4)  # epochs 2 and 3 are worse than epoch 1
+    assert all(torch.equal(value, weights_of_the_best_epoch[key]) for key, value in torch.load(best_file).items())
+
+
+def test_an_interval_resumed_from_another_checkpointers_file_keeps_its_period(tmp_path, classification_data):
+    x, y = classification_data
+
+    def callbacks():
+        return [MostRecent(str(tmp_path / "latest.pt")), Interval(str(tmp_path / "every2.{epoch}.pt"), period=2)]
+
+    _trial(callbacks(), x, y).run(2)
+    resumed = _trial(callbacks(), x, y)
+    resumed.load_state_dict(torch.load(tmp_path / "latest.pt"))
+    resumed.run(6)
+    assert _files(tmp_path) == ["every2.1.pt", "every2.3.pt", "every2.5.pt", "latest.pt"]  # as in a straight run
+
+
+def test_a_checkpoint_names_itself_so_a_resumed_run_replaces_it(tmp_path, classification_data):
+    x, y = classification_data
+    pattern = str(tmp_path / "model.{epoch:02d}.pt")
+    _trial([MostRecent(pattern)], x, y).run(3)
+    resumed = _trial([MostRecent(pattern)], x, y)
+    resumed.load_state_dict(torch.load(tmp_path / "model.02.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "failed to delete old file"
+        resumed.run(5)
+    assert _files(tmp_path) == ["model.04.pt"]

@@ -449,3 +449,10 @@ def test_callable_lr_lambda_state_is_saved_in_plain_types_leaving_out_what_canno
 
     assert saved["scheduler"]["lr_lambdas"] == [{"factor": 0.5}]
     assert type(saved["scheduler"]["lr_lambdas"][0]["factor"]) is float
+
+
+def test_a_batch_stepped_schedule_counts_optimizer_steps_under_gradient_accumulation():
+    trial, recorder = make_trial(StepLR(1, gamma=0.5, step_on_batch=True))
+    trial.with_accumulation(3)  # 3 batches an epoch: one optimizer step each
+    trial.run(3)
+    assert [lr for lr, _ in recorder.values] == [0.1] * 3 + [0.05] * 3 + [0.025] * 3

@@ -44,3 +44,19 @@ def test_roc_auc_without_sklearn_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.metrics", None)
     with pytest.raises(ImportError, match=r"pip install torchbearer\[sklearn\]"):
         RocAucScore()
+
+
+@pytest.mark.parametrize("shape", ["(N, 1)", "(N,)"])
+def test_roc_auc_of_one_score_per_sample_scores_the_binary_targets_as_they_are(shape):
+    y_pred = torch.randn(40, 1)  # logits, as for BCEWithLogitsLoss
+    y_true = (y_pred + 0.8 * torch.randn(40, 1) > 0).float()
+    if shape == "(N,)":
+        y_pred, y_true = y_pred[:, 0], y_true[:, 0]
+    _, final = run_pass(RocAucScore(), [batch_state(y_pred, y_true)])  # the default one-hot encoding is skipped
+    expected = sklearn_metrics.roc_auc_score(y_true.reshape(-1).numpy(), y_pred.reshape(-1).numpy())
+    assert final == {"roc_auc_score": pytest.approx(expected)}
+
+
+def test_roc_auc_with_more_classes_than_one_hot_columns_names_the_argument_to_set():
+    with pytest.raises(ValueError, match=r"RocAucScore\(one_hot_classes=3\)"):
+        run_pass(RocAucScore(), [batch_state(torch.rand(12, 3), torch.arange(12) % 3)])

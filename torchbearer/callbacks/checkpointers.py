@@ -23,7 +23,7 @@ import torch
 from torchbearer.bases import Callback, get_metric
 from torchbearer.callbacks.early_stopping import is_improvement, resolve_mode, worst_value
 from torchbearer.distributed import is_rank_zero, model_state_dict, remove_checkpoint, save_checkpoint
-from torchbearer.state import METRICS, SELF
+from torchbearer.state import CALLBACK_LIST, EPOCH, METRICS, SELF
 
 DEFAULT_FILEPATH = "model.{epoch:02d}-{val_loss:.2f}.pt"
 
@@ -73,6 +73,8 @@ class _Checkpointer(Callback):
         pickle_protocol: Passed to :func:`torch.save`.
     """
 
+    replaces_previous = False  # whether a new file replaces the one written before it (only the latest is kept)
+
     def __init__(
         self,
         fileformat: str,
@@ -85,6 +87,8 @@ class _Checkpointer(Callback):
         self.pickle_module = pickle_module
         self.pickle_protocol = pickle_protocol
         self.most_recent: str | None = None
+        self._decided_epoch: Any = None  # the epoch whose save this checkpointer has decided on
+        self._due: tuple[str, str | None] | None = None  # (file to write, file it replaces) for that epoch
         folder = os.path.dirname(fileformat)
         if folder and "{" not in folder:  # a folder named by fields is made when the name is known
             os.makedirs(folder, exist_ok=True)
@@ -94,10 +98,42 @@ class _Checkpointer(Callback):
 
     def load_state_dict(self, state_dict: dict) -> _Checkpointer:
         self.most_recent = state_dict.get("most_recent", self.most_recent)
+        self._decided_epoch, self._due = None, None
         return self
 
+    def on_start(self, state: dict) -> None:
+        self._decided_epoch, self._due = None, None
+
+    def on_checkpoint(self, state: dict) -> None:
+        """Decide, for every checkpointer of the trial, whether this epoch is saved; then write this one's file.
+
+        Deciding all first means that the checkpoint written here holds every checkpointer's bookkeeping
+        (best value, epoch count, last file name) as of this epoch, whatever their order in the list.
+        """
+        for callback in (self, *state.get(CALLBACK_LIST, ())):
+            if isinstance(callback, _Checkpointer):
+                callback._decide(state)
+        if self._due is not None:
+            (path, replaced), self._due = self._due, None
+            self._write(state, path, replaced)
+
+    def _decide(self, state: Mapping) -> None:
+        """Once per epoch: whether this epoch is saved (:meth:`_saves_this_epoch`) and under which name."""
+        epoch = state.get(EPOCH)
+        if epoch is not None and epoch == self._decided_epoch:
+            return
+        self._decided_epoch = epoch
+        if self._saves_this_epoch(state):
+            path = checkpoint_path(self.fileformat, state)
+            replaced, self.most_recent = self.most_recent, path
+            self._due = (path, replaced if self.replaces_previous else None)
+
+    def _saves_this_epoch(self, state: Mapping) -> bool:
+        """Whether this epoch is saved; updates the checkpointer's own bookkeeping (counters, best value)."""
+        return True
+
     def save_checkpoint(self, model_state: Mapping, overwrite_most_recent: bool = False) -> str:
-        """Write a checkpoint for ``model_state`` and return its path.
+        """Write a checkpoint for ``model_state`` now and return its path.
 
         Args:
             model_state: The trial's state for this call.
@@ -108,15 +144,19 @@ class _Checkpointer(Callback):
             The path written.
         """
         path = checkpoint_path(self.fileformat, model_state)
+        replaced, self.most_recent = self.most_recent, path  # the checkpoint records its own name
+        self._write(model_state, path, replaced if overwrite_most_recent else None)
+        return path
+
+    def _write(self, model_state: Mapping, path: str, replaced: str | None) -> None:
+        """Write the checkpoint to ``path``, then delete ``replaced`` (unless it is the same file)."""
         folder = os.path.dirname(path)
         if folder and is_rank_zero():
             os.makedirs(folder, exist_ok=True)
         # Every rank gathers the content (a sharded model's state is a collective); rank zero writes it.
         save_checkpoint(self._content(model_state), path, model_state, self.pickle_module, self.pickle_protocol)
-        previous, self.most_recent = self.most_recent, path
-        if overwrite_most_recent and previous is not None and os.path.abspath(previous) != os.path.abspath(path):
-            _delete_old_file(previous, model_state)
-        return path
+        if replaced is not None and os.path.abspath(replaced) != os.path.abspath(path):
+            _delete_old_file(replaced, model_state)
 
     def _content(self, model_state: Mapping) -> dict:
         if self.save_model_params_only:
@@ -147,6 +187,8 @@ class MostRecent(_Checkpointer):
         >>> trial = Trial(model, optimizer, loss, callbacks=[MostRecent('latest.pt')])  # doctest: +SKIP
     """
 
+    replaces_previous = True
+
     def __init__(
         self,
         filepath: str = DEFAULT_FILEPATH,
@@ -156,9 +198,6 @@ class MostRecent(_Checkpointer):
     ) -> None:
         super().__init__(filepath, save_model_params_only, pickle_module, pickle_protocol)
         self.filepath = filepath
-
-    def on_checkpoint(self, state: dict) -> None:
-        self.save_checkpoint(state, overwrite_most_recent=True)
 
 
 class Best(_Checkpointer):
@@ -182,6 +221,8 @@ class Best(_Checkpointer):
         >>> best = Best('best.{epoch:02d}-{val_acc:.3f}.pt', monitor='val_acc')
         >>> trial = Trial(model, optimizer, loss, metrics=['acc'], callbacks=[best])  # doctest: +SKIP
     """
+
+    replaces_previous = True
 
     def __init__(
         self,
@@ -213,18 +254,20 @@ class Best(_Checkpointer):
         return self
 
     def on_start(self, state: dict) -> None:
+        super().on_start(state)
         if self.best is None:
             self.best = worst_value(self.mode)
 
-    def on_checkpoint(self, state: dict) -> None:
+    def _saves_this_epoch(self, state: Mapping) -> bool:
         self.epochs_since_last_save += 1
         if self.epochs_since_last_save < self.period:
-            return
+            return False
         self.epochs_since_last_save = 0
         current = get_metric("Best Checkpoint", state, self.monitor)
-        if current is not None and is_improvement(current, self.best, self.mode, self.min_delta):
-            self.best = current
-            self.save_checkpoint(state, overwrite_most_recent=True)
+        if current is None or not is_improvement(current, self.best, self.mode, self.min_delta):
+            return False
+        self.best = current
+        return True
 
 
 class Interval(_Checkpointer):
@@ -270,18 +313,18 @@ class Interval(_Checkpointer):
         return self
 
     def on_step_training(self, state: dict) -> None:
-        if self.on_batch:
-            self._count(state)
-
-    def on_checkpoint(self, state: dict) -> None:
-        if not self.on_batch:
-            self._count(state)
-
-    def _count(self, state: dict) -> None:
-        self.epochs_since_last_save += 1
-        if self.epochs_since_last_save >= self.period:
-            self.epochs_since_last_save = 0
+        if self.on_batch and self._counts_to_period():
             self.save_checkpoint(state)
+
+    def _saves_this_epoch(self, state: Mapping) -> bool:
+        return not self.on_batch and self._counts_to_period()
+
+    def _counts_to_period(self) -> bool:
+        self.epochs_since_last_save += 1
+        if self.epochs_since_last_save < self.period:
+            return False
+        self.epochs_since_last_save = 0
+        return True
 
 
 def ModelCheckpoint(  # noqa: N802  (a factory with the 0.5 class-like name)

@@ -1,4 +1,4 @@
-"""``TerminateOnNaN``: stop a run as soon as the loss (or another metric) becomes NaN or infinite."""
+"""``TerminateOnNaN``: stop a run once the loss (or another metric) is NaN or infinite."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ class TerminateOnNaN(Callback):
     monitored metric and its epoch-level forms: for ``'running_loss'`` that is ``running_loss``
     (training steps) and ``loss`` / ``val_loss`` (end of epoch). An epoch stopped during training is
     not recorded in the history. If none of these metrics existed during a training epoch, one
-    warning is given at its end.
+    warning is given at its end. A running mean is refreshed every 10 batches (as in 0.5), so a NaN
+    batch stops the run at the next refresh, not at that batch.
 
     Args:
         monitor: The metric to check, by default the running training loss.

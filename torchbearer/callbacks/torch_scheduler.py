@@ -27,6 +27,7 @@ from torchbearer.callbacks.scheduler_state import (
     restore_hyperparameters,
     to_plain,
 )
+from torchbearer.precision import ends_accumulation
 from torchbearer.state import EPOCH, MODEL, OPTIMIZER
 
 SchedulerBuilder = Callable[..., Any]
@@ -43,8 +44,9 @@ class TorchScheduler(Callback):
     (or ``scheduler_builder(optimizer)`` when the builder rejects ``last_epoch`` with a ``TypeError``)
     and kept for later ``run`` calls on the same optimizer, so ``run(3)`` followed by ``run(6)`` follows
     one schedule. It steps after the optimizer: at ``on_end_epoch`` or, with ``step_on_batch``, at
-    ``on_step_training``. Nothing steps while the model is in eval mode, so ``evaluate`` leaves the
-    schedule alone.
+    ``on_step_training`` of the batches where the optimizer steps (every batch, or the last of each
+    ``with_accumulation`` group: the schedule counts optimizer steps). Nothing steps while the model
+    is in eval mode, so ``evaluate`` leaves the schedule alone.
 
     Resuming: :meth:`state_dict` returns ``{'scheduler': <the scheduler's state>}`` in plain types.
     :meth:`load_state_dict` keeps that state until the next ``on_start``, which builds a fresh
@@ -89,7 +91,7 @@ class TorchScheduler(Callback):
             self._scheduler = self._build(optimizer, last_epoch=state.get(EPOCH, 0) - 1)
 
     def on_step_training(self, state: dict) -> None:
-        if self._step_on_batch:
+        if self._step_on_batch and ends_accumulation(state):  # with gradient accumulation: per optimizer step
             self._step(state)
 
     def on_end_epoch(self, state: dict) -> None:

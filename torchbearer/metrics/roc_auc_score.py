@@ -35,6 +35,10 @@ class RocAucScore(EpochLambda):
     ``val_roc_auc_score`` in evaluation. Each computation copies everything seen so far to the host
     (scikit-learn works on NumPy arrays): a device sync every 50 batches and once per pass.
 
+    A prediction of one score per sample (shape ``(N,)`` or ``(N, 1)``, e.g. a logit for
+    ``BCEWithLogitsLoss``) is scored against binary targets as they are; for ``(N, C)`` predictions the
+    class-index targets are one-hot encoded into ``C == one_hot_classes`` columns.
+
     Args:
         one_hot_labels: If True, class-index targets are one-hot encoded before scoring.
         one_hot_offset: Subtracted from the targets before one-hot encoding (e.g. 1 for labels from 1).
@@ -48,7 +52,14 @@ class RocAucScore(EpochLambda):
         roc_auc_score = _sklearn_roc_auc_score()
 
         def score(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
-            if one_hot_labels:
+            if y_pred.dim() < 2 or y_pred.shape[1] == 1:  # one score per sample: binary targets, scored as they are
+                y_pred, y_true = y_pred.reshape(-1), y_true.reshape(-1)
+            elif one_hot_labels:
+                if y_pred.shape[1] != one_hot_classes:
+                    raise ValueError(
+                        f"roc_auc: the predictions have {y_pred.shape[1]} columns but targets are one-hot encoded "
+                        f"into {one_hot_classes}; use RocAucScore(one_hot_classes={y_pred.shape[1]})"
+                    )
                 y_true = _one_hot(y_true - one_hot_offset, one_hot_classes)
             return float(roc_auc_score(y_true.cpu().numpy(), y_pred.float().cpu().numpy()))
 
