@@ -121,9 +121,15 @@ class _TwoOutputs(nn.Module):
 
 def test_a_model_returning_a_tuple_says_the_criterion_received_it_spread_and_how_to_pick_one():
     with pytest.raises(CriterionError, match=r"model returned a tuple of 2 outputs.*criterion received as 2 "
-                       r"arguments before the target.*lambda y_pred, y_true: loss\(y_pred\[0\], y_true\) with "
-                       r"loss = CrossEntropyLoss\(\)"):  # fmt: skip
+                       r"arguments before the target.*lambda output0, output1, y_true: loss\(output0, y_true\) "
+                       r"with loss = CrossEntropyLoss\(\)"):  # fmt: skip
         _trial(model=_TwoOutputs()).run(1)
+
+
+def test_the_criterion_the_tuple_hint_suggests_trains():
+    loss = nn.CrossEntropyLoss()
+    trial = _trial(_TwoOutputs(), lambda output0, output1, y_true: loss(output0, y_true), metrics=["loss"])
+    assert trial.run(1)[0]["loss"] > 0
 
 
 def test_a_model_returning_a_dict_says_the_criterion_received_the_dict_and_how_to_pick_one():
@@ -613,3 +619,10 @@ def test_steps_larger_than_the_loader_cycle_through_it_without_a_warning():
         warnings.simplefilter("error")
         history = trial.run(1)
     assert history[0]["train_steps"] == 5
+
+
+def test_accuracy_of_a_model_returning_a_tuple_is_a_metric_error_describing_the_tuple():
+    loss = nn.CrossEntropyLoss()
+    trial = _trial(_TwoOutputs(), lambda output0, output1, y_true: loss(output0, y_true), metrics=["acc"])
+    with pytest.raises(MetricError, match=r"'acc'.*tuple of \[tensor of shape \(4, 3\)"):
+        trial.run(1)

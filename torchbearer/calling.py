@@ -385,10 +385,17 @@ def _call_hint(criterion: Any, y_pred: Any, y_true: Any, arguments: Sequence, er
     if _takes_arguments(criterion, arguments):
         return _target_hint(criterion, y_pred, y_true, error)
     if isinstance(y_pred, (list, tuple)):
+        outputs = [f"output{index}" for index in range(len(y_pred))]
+        target_count = len(arguments) - len(y_pred)
+        targets = ["y_true"] if target_count == 1 else [f"target{index}" for index in range(target_count)]
+        spread = (
+            f"e.g. criterion=lambda {', '.join(outputs + targets)}: loss(output0, {targets[0]}) "
+            f"with loss = {_as_code(criterion)}"
+        )
         return (
             f"The model returned a {type(y_pred).__name__} of {len(y_pred)} outputs, which the criterion received as "
             f"{len(y_pred)} arguments before the target ({len(arguments)} in all): pick the output to compare, "
-            f"{pick.format(0)}, or write a criterion that takes all {len(arguments)}"
+            f"{spread}, or write a criterion that takes all {len(arguments)}"
         )
     signature = _signature(criterion.forward if isinstance(criterion, torch.nn.Module) else criterion)
     return (

@@ -96,6 +96,17 @@ def test_acc_with_bce_reports_binary_accuracy_values():
     assert final["binary_acc"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize(
+    "criterion", [nn.BCEWithLogitsLoss(), F.binary_cross_entropy_with_logits], ids=["class", "function"]
+)
+def test_acc_with_bce_on_logits_thresholds_the_logits_at_zero(criterion):
+    logits = torch.tensor([[0.3], [-0.2], [1.5], [-2.0]])  # probabilities 0.57, 0.45, 0.82, 0.12
+    state = batch_state(logits, torch.tensor([[1.0], [0.0], [1.0], [1.0]]))
+    state[torchbearer.CRITERION] = criterion
+    _, final = run_pass(MetricList(["acc"]), [state])
+    assert final["binary_acc"] == pytest.approx(3 / 4)  # 0.3 counts as positive: its probability is above 0.5
+
+
 def test_loss_map_accepts_extensions():
     @mean
     class Quarter(Metric):

@@ -62,10 +62,17 @@ def test_mse_loss_turns_acc_into_mse():
 
 def test_bce_loss_merges_acc_and_binary_acc():
     model = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
-    history = make_trial(model, nn.BCELoss(), ["acc", "cat_acc", "binary_acc", "mse"], validation=False,
+    history = make_trial(model, nn.BCELoss(), ["acc", "binary_acc", "mse"], validation=False,
                          target=torch.randint(0, 2, (32, 1)).float()).run(1)  # fmt: skip
-    assert list(history[0]) == ["running_binary_acc", "running_acc", "running_mse", "binary_acc", "acc", "mse",
+    assert list(history[0]) == ["running_binary_acc", "running_mse", "binary_acc", "mse",
                                 "train_steps", "validation_steps"]  # fmt: skip
+
+
+def test_categorical_accuracy_of_one_output_per_sample_is_refused_naming_binary_acc():
+    model = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+    trial = make_trial(model, nn.BCELoss(), ["cat_acc"], validation=False, target=torch.randint(0, 2, (32, 1)).float())
+    with pytest.raises(torchbearer.errors.MetricError, match="one column.*'binary_acc'"):
+        trial.run(1)  # argmax over one column is always class 0: every sample would count as correct
 
 
 def test_per_batch_metrics_hold_only_per_batch_producers():

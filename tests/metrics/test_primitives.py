@@ -146,3 +146,28 @@ def test_epoch_reports_the_epoch_in_every_mode():
 )  # fmt: skip
 def test_registry_keys_build_the_documented_metric(key, name):
     assert str(MetricList([key])) == str([name])
+
+
+@pytest.mark.parametrize("make", [CategoricalAccuracy, lambda: TopKCategoricalAccuracy(k=2)], ids=["acc", "top_2_acc"])
+def test_a_column_of_class_indices_is_read_as_class_indices_not_one_hot(make):
+    y_pred, y_true = torch.randn(16, 4), torch.randint(0, 4, (16,))
+    _, as_indices = run_pass(make(), batches(y_pred, y_true))
+    _, as_column = run_pass(make(), batches(y_pred, y_true.unsqueeze(1)))
+    assert as_column == as_indices
+
+
+@pytest.mark.parametrize("metric", [CategoricalAccuracy(), TopKCategoricalAccuracy(k=1)], ids=["acc", "top_1_acc"])
+def test_class_accuracy_of_a_single_output_column_is_refused(metric):
+    with pytest.raises(ValueError, match="one column"):
+        metric.process(batch_state(torch.rand(6, 1), (torch.rand(6, 1) > 0.5).float()))
+
+
+def test_binary_accuracy_of_logits_compares_with_the_logit_of_the_threshold():
+    logits = torch.tensor([0.3, -0.2, 1.5, -2.0, 0.9])
+    y_true = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    _, final = run_pass(BinaryAccuracy(logits=True), [batch_state(logits, y_true)])
+    assert final["binary_acc"] == pytest.approx(3 / 5)
+    _, strict = run_pass(BinaryAccuracy(threshold=0.7, logits=True), [batch_state(logits, y_true)])
+    assert strict["binary_acc"] == pytest.approx(2 / 5)  # logit(0.7) = 0.85: only 1.5 and 0.9 count as positive
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        BinaryAccuracy(threshold=1.0, logits=True)

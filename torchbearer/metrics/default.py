@@ -1,11 +1,13 @@
 """``'acc'``: the accuracy that suits the criterion (categorical, binary, squared error, ...).
 
-``__loss_map__`` maps a criterion's name to the metric class ``'acc'`` becomes; extensions add
+``__loss_map__`` maps a criterion's name to the metric class (or factory) ``'acc'`` becomes; extensions add
 entries (``torchbearer.callbacks.mixup`` maps ``'mixup_loss'`` to ``MixupAcc``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from torchbearer.bases import Metric
@@ -13,7 +15,7 @@ from torchbearer.metrics.decorators import default_for_key
 from torchbearer.metrics.primitives import BinaryAccuracy, CategoricalAccuracy, MeanSquaredError
 from torchbearer.state import CRITERION
 
-__loss_map__: dict[str, type] = {
+__loss_map__: dict[str, Callable[[], Metric]] = {
     "CrossEntropyLoss": CategoricalAccuracy,
     "NLLLoss": CategoricalAccuracy,
     "cross_entropy": CategoricalAccuracy,
@@ -21,9 +23,9 @@ __loss_map__: dict[str, type] = {
     "MSELoss": MeanSquaredError,
     "mse_loss": MeanSquaredError,
     "BCELoss": BinaryAccuracy,
-    "BCEWithLogitsLoss": BinaryAccuracy,
+    "BCEWithLogitsLoss": functools.partial(BinaryAccuracy, logits=True),
     "binary_cross_entropy": BinaryAccuracy,
-    "binary_cross_entropy_with_logits": BinaryAccuracy,
+    "binary_cross_entropy_with_logits": functools.partial(BinaryAccuracy, logits=True),
 }
 
 _UNSET = object()
@@ -40,8 +42,9 @@ class DefaultAccuracy(Metric):
     """Accuracy chosen by the criterion at the first :meth:`reset`; categorical accuracy until then.
 
     The criterion's name is looked up in :data:`__loss_map__` (``CrossEntropyLoss`` → ``acc``,
-    ``BCELoss`` → ``binary_acc``, ``MSELoss`` → ``mse``, ...); any other criterion keeps categorical
-    accuracy. The choice is made once per instance; every other call goes to the chosen metric.
+    ``BCELoss`` → ``binary_acc``, ``BCEWithLogitsLoss`` → ``binary_acc`` of logits, ``MSELoss`` → ``mse``,
+    ...); any other criterion keeps categorical accuracy. The choice is made once per instance; every other
+    call goes to the chosen metric.
 
     A state loaded before the choice is kept and given to the chosen metric right after it is
     chosen, before that metric's first reset, so loading before or after the first reset both work.

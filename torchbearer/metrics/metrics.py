@@ -100,7 +100,7 @@ def _warn_on_collisions(outputs: list[tuple[Metric, Any]], by_name: set[int]) ->
         )
 
 
-_METRIC_FAILURES = (RuntimeError, IndexError, ValueError, TypeError)
+_METRIC_FAILURES = (RuntimeError, IndexError, ValueError, TypeError, AttributeError)
 
 
 def _metric_error(metric: Metric, args: tuple, error: Exception) -> MetricError:
@@ -181,8 +181,9 @@ class MetricList(Metric):
             :class:`~torchbearer.metric_values.LazyValues`): trees compute their statistics then.
 
         Raises:
-            MetricError: a metric failed with a ``RuntimeError``, ``IndexError``, ``ValueError`` or
-                ``TypeError`` (the prediction and target are described; a ``KeyError`` passes unchanged).
+            MetricError: a metric failed with a ``RuntimeError``, ``IndexError``, ``ValueError``,
+                ``TypeError`` or ``AttributeError`` (the prediction and target are described; a ``KeyError``
+                passes unchanged).
             TypeError: a metric returned something other than a dict or ``None``.
         """
         outputs: list[dict] = []

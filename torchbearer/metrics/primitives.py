@@ -8,6 +8,7 @@ without boolean indexing (which would wait for the device).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,9 +19,22 @@ from torchbearer.metrics.masked import Masked
 from torchbearer.state import EPOCH, LOSS, Y_PRED, Y_TRUE
 
 
-def _class_indices(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Targets as class indices: one-hot or soft targets (as many dims as the predictions) are argmaxed on dim 1."""
-    return y_true.argmax(1) if y_true.dim() == y_pred.dim() else y_true
+def _class_indices(owner: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Targets as class indices. Targets with as many dims as the predictions are a column of indices
+    (one entry on dim 1) or one-hot / soft targets (argmaxed on dim 1).
+
+    Raises:
+        ValueError: the predictions have one column, so the highest score is always class 0.
+    """
+    if y_pred.dim() > 1 and y_pred.shape[1] == 1:
+        raise ValueError(
+            f"{owner} takes the highest of the class scores on dim 1, but y_pred has one column (shape "
+            f"{tuple(y_pred.shape)}), so every sample would count as class 0. For one output per sample use "
+            "'binary_acc' (BinaryAccuracy; BinaryAccuracy(logits=True) for logits)"
+        )
+    if y_true.dim() != y_pred.dim():
+        return y_true
+    return y_true.squeeze(1) if y_true.shape[1] == 1 else y_true.argmax(1)
 
 
 def _same_size(owner: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -45,8 +59,11 @@ class CategoricalAccuracy(Metric):
 
     Args:
         pred_key: State key of the predictions (scores on dim 1).
-        target_key: State key of the targets (class indices, or one-hot / soft targets).
+        target_key: State key of the targets (class indices, also as a column, or one-hot / soft targets).
         ignore_index: A target value that marks samples to leave out.
+
+    Raises:
+        ValueError: the predictions have one column (use :class:`BinaryAccuracy`).
     """
 
     def __init__(self, pred_key: Any = Y_PRED, target_key: Any = Y_TRUE, ignore_index: int = -100) -> None:
@@ -57,9 +74,8 @@ class CategoricalAccuracy(Metric):
 
     def process(self, *args: Any) -> Masked:
         state = args[0]
-        y_pred, y_true = state[self.pred_key], state[self.target_key]
-        if y_true.dim() == y_pred.dim():  # one-hot or soft targets: as class indices
-            y_true = y_true.argmax(1)
+        y_pred = state[self.pred_key]
+        y_true = _class_indices(type(self).__name__, y_pred, state[self.target_key])
         correct = y_pred.argmax(1) == y_true  # booleans: the aggregators sum them as floats
         return Masked(correct, y_true != self.ignore_index)
 
@@ -71,25 +87,34 @@ class CategoricalAccuracy(Metric):
 class BinaryAccuracy(Metric):
     """Element-wise accuracy of binary predictions: ``(y_pred > threshold) == (y_true > threshold)``.
 
-    Reported as ``running_binary_acc``, ``binary_acc`` and ``val_binary_acc``.
+    Reported as ``running_binary_acc``, ``binary_acc`` and ``val_binary_acc``. With ``logits=True``
+    the predictions are logits, compared with the logit of ``threshold`` (0 for 0.5): ``'acc'`` with
+    ``BCEWithLogitsLoss`` uses this.
 
     Args:
-        pred_key: State key of the predictions (probabilities).
+        pred_key: State key of the predictions (probabilities, or logits with ``logits=True``).
         target_key: State key of the targets (as many elements as the predictions).
-        threshold: Values above it are the positive class.
+        threshold: Probabilities above it are the positive class.
+        logits: The predictions are logits (before the sigmoid).
     """
 
-    def __init__(self, pred_key: Any = Y_PRED, target_key: Any = Y_TRUE, threshold: float = 0.5) -> None:
+    def __init__(
+        self, pred_key: Any = Y_PRED, target_key: Any = Y_TRUE, threshold: float = 0.5, *, logits: bool = False
+    ) -> None:
         super().__init__("binary_acc")
         self.pred_key = pred_key
         self.target_key = target_key
         self.threshold = threshold
+        self.logits = logits
+        if logits and not 0 < threshold < 1:
+            raise ValueError(f"BinaryAccuracy(logits=True) needs a threshold between 0 and 1, got {threshold}")
+        self._pred_threshold = math.log(threshold / (1 - threshold)) if logits else threshold
 
     def process(self, *args: Any) -> torch.Tensor:
         state = args[0]
         y_pred = state[self.pred_key]
         y_true = _same_size(type(self).__name__, y_pred, state[self.target_key])
-        return ((y_pred > self.threshold) == (y_true > self.threshold)).float().reshape(-1)
+        return ((y_pred > self._pred_threshold) == (y_true > self.threshold)).float().reshape(-1)
 
 
 @default_for_key("top_10_accuracy", k=10)
@@ -126,7 +151,7 @@ class TopKCategoricalAccuracy(Metric):
                 f"top_{self.k}_acc needs at least {self.k} classes on dim 1, but y_pred has shape "
                 f"{tuple(y_pred.shape)}; use a smaller k, e.g. TopKCategoricalAccuracy(k={y_pred.shape[1]})"
             )
-        y_true = _class_indices(y_pred, state[self.target_key])
+        y_true = _class_indices(type(self).__name__, y_pred, state[self.target_key])
         top_k = y_pred.topk(self.k, dim=1).indices
         correct = (top_k == y_true.unsqueeze(1)).any(1)
         return Masked(correct, y_true != self.ignore_index)
