@@ -387,7 +387,7 @@ def _call_hint(criterion: Any, y_pred: Any, y_true: Any, arguments: Sequence, er
     if isinstance(y_pred, (list, tuple)):
         outputs = [f"output{index}" for index in range(len(y_pred))]
         target_count = len(arguments) - len(y_pred)
-        targets = ["y_true"] if target_count == 1 else [f"target{index}" for index in range(target_count)]
+        targets = ["y_true"] if target_count <= 1 else [f"target{index}" for index in range(target_count)]
         spread = (
             f"e.g. criterion=lambda {', '.join(outputs + targets)}: loss(output0, {targets[0]}) "
             f"with loss = {_as_code(criterion)}"

@@ -122,7 +122,7 @@ class TorchScheduler(Callback):
         """Build a scheduler over ``optimizer`` and continue it from the pending saved state."""
         hyperparameters = group_hyperparameters(optimizer)
         scheduler = self._build(optimizer, last_epoch=-1)
-        # _like builds new containers, so schedulers that pop keys from what they load leave ours intact.
+        # like_template builds new containers, so schedulers that pop keys from what they load leave ours intact.
         scheduler.load_state_dict(like_template(scheduler.state_dict(), self._pending_state))
         restore_hyperparameters(optimizer, hyperparameters, scheduler.get_last_lr())
         self._pending_state = None
